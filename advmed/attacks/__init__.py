@@ -1,0 +1,37 @@
+"""Adversarial attacks in plain torch (no Lightning): one attack per file.
+
+Usage (DESIGN.md contract 2)::
+
+    attack = PGD(eps=8 / 255, steps=10)          # or build_attack(cfg.attack)
+    x_adv = attack(model, x, y)                  # x in [0, 1], y (N,) or (N, H, W)
+    x_adv, trace = PGD(eps=8 / 255, steps=20, trace=True)(model, x, y)
+
+``__all__`` lists exactly the attack classes (tests parametrise over it); the base classes,
+:class:`AttackTrace` and :func:`build_attack` are importable from here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hydra.utils import instantiate
+
+# `X as X`: Attack, IterativeAttack and AttackTrace are public but stay out of __all__ (attack classes only).
+from advmed.attacks.base import Attack as Attack
+from advmed.attacks.base import IterativeAttack as IterativeAttack
+from advmed.attacks.bim import BIM
+from advmed.attacks.fgsm import FGSM
+from advmed.attacks.inverse_fgsm import InverseFGSM
+from advmed.attacks.pgd import PGD
+from advmed.attacks.pgd_l2 import PGDL2
+from advmed.attacks.trace import AttackTrace as AttackTrace
+
+__all__ = ["FGSM", "InverseFGSM", "BIM", "PGD", "PGDL2"]
+
+
+def build_attack(cfg: Mapping | None) -> Attack | None:
+    """The attack described by a Hydra config (``conf/attack/*.yaml``), or None for no attack
+    (``attack=none``: None or an empty config)."""
+    if cfg is None or len(cfg) == 0:
+        return None
+    return instantiate(cfg)

@@ -1,0 +1,152 @@
+"""NCT-CRC-HE-100K (Kather et al. 2018): 224x224 H&E tiles of 9 colorectal tissue classes.
+
+On-disk layout, as unzipped from Zenodo record 1214456: ``<root>/<CLASS>/<CLASS>-<id>.tif``
+(RGB uint8 TIFF). CRC-VAL-HE-7K, from the same record, has the same layout and can serve as an
+external test set (``test_root``). Images are read lazily, one file per item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advmed.data.base import ClassificationDataModule, LabelledDataset, SubsetDataset, stratified_split, to_float_image
+from advmed.data.readers import read_image, scan_class_folders
+
+CLASS_NAMES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
+_DOWNLOAD_HINT = (
+    "Download {archive}.zip from Zenodo record 1214456 (https://zenodo.org/record/1214456), unzip it "
+    "so that <root>/ADI/*.tif exists, and set {key}=/path/to/{archive}"
+)
+
+
+class ImageFolderDataset(LabelledDataset):
+    """``(path, label)`` items read on access as float32 [0, 1] (3, size, size) images.
+
+    Tiles of another size are resized with antialiasing; ``size=None`` keeps them as stored.
+    """
+
+    def __init__(self, items: Sequence[tuple[Path, int]], image_size: int | None = None) -> None:
+        self.paths = [path for path, _ in items]
+        self.targets = torch.tensor([label for _, label in items], dtype=torch.long)
+        self.image_size = image_size
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(read_image(self.paths[index])).permute(2, 0, 1)
+        return to_float_image(image, self.image_size), self.targets[index]
+
+
+class NCTCRCHEDataModule(ClassificationDataModule):
+    """NCT-CRC-HE-100K classification, by default the balanced 22,500-tile subset of Lockshin 2022.
+
+    ``per_class`` tiles of every class are drawn (seeded) from ``root``; a stratified
+    ``test_fraction`` of them is the test set (2,500 per class and 0.2 give 18,000 / 4,500), and a
+    stratified ``val_fraction`` of the rest is the validation set. With ``test_root`` the test set is
+    that folder instead (all of it, e.g. CRC-VAL-HE-7K) and ``test_fraction`` is unused.
+
+    Args:
+        root: folder holding ADI/, BACK/, ... (NCT-CRC-HE-100K unzipped).
+        test_root: optional external test folder with the same layout.
+        per_class: tiles per class drawn from ``root``; ``None`` uses every tile.
+        test_fraction: share of the drawn tiles held out for testing, in (0, 1).
+        val_fraction: share of the remaining tiles used for validation, in (0, 1).
+        image_size: output side in pixels (224 = native; e.g. 128 resizes with antialiasing).
+        num_classes, class_names, in_channels: fixed by the dataset; accepted for config
+            interpolation and checked.
+        Other arguments: see :class:`ClassificationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        test_root: str | Path | None = None,
+        per_class: int | None = 2500,
+        test_fraction: float = 0.2,
+        val_fraction: float = 0.1,
+        image_size: int = 224,
+        seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        train_fraction: float = 1.0,
+        augment: Mapping[str, Any] | None = None,
+        num_classes: int = len(CLASS_NAMES),
+        class_names: Sequence[str] = CLASS_NAMES,
+        in_channels: int = 3,
+    ) -> None:
+        if list(class_names) != list(CLASS_NAMES) or num_classes != len(CLASS_NAMES) or in_channels != 3:
+            raise ValueError(
+                f"NCT-CRC-HE has the {len(CLASS_NAMES)} RGB classes {list(CLASS_NAMES)} in this order; "
+                f"got num_classes={num_classes}, class_names={list(class_names)}, in_channels={in_channels}"
+            )
+        for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+            if not 0.0 < fraction < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {fraction}")
+        if per_class is not None and per_class < 2:
+            raise ValueError(f"per_class must be at least 2 (or null for all tiles), got {per_class}")
+        super().__init__(
+            num_classes=num_classes,
+            class_names=class_names,
+            in_channels=in_channels,
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            seed=seed,
+            train_fraction=train_fraction,
+            augment=augment,
+        )
+        self.root = _existing_folder(root, "data.root or ADVMED_NCT_CRC_HE_ROOT", "NCT-CRC-HE-100K")
+        self.test_root = None if test_root is None else _existing_folder(test_root, "data.test_root", "CRC-VAL-HE-7K")
+        self.per_class = per_class
+        self.test_fraction = test_fraction
+        self.val_fraction = val_fraction
+        self._splits: dict[str, LabelledDataset] | None = None
+
+    def _build_split(self, split: str) -> LabelledDataset:
+        if self._splits is None:
+            self._splits = self._split_root()
+        return self._splits[split]
+
+    def _split_root(self) -> dict[str, LabelledDataset]:
+        """Scan ``root`` once, draw the balanced subset and split it train / val / test."""
+        full = ImageFolderDataset(scan_class_folders(self.root, self.class_names), self.image_size)
+        drawn = self._draw_per_class(full)
+        if self.test_root is None:
+            test_idx, rest_idx = stratified_split(drawn.targets, self.test_fraction, self.seed)
+            test = SubsetDataset(drawn, test_idx)
+            drawn = SubsetDataset(drawn, rest_idx)
+        else:
+            test = ImageFolderDataset(scan_class_folders(self.test_root, self.class_names), self.image_size)
+        val_idx, train_idx = stratified_split(drawn.targets, self.val_fraction, self.seed)
+        return {"train": SubsetDataset(drawn, train_idx), "val": SubsetDataset(drawn, val_idx), "test": test}
+
+    def _draw_per_class(self, full: ImageFolderDataset) -> LabelledDataset:
+        if self.per_class is None:
+            return full
+        counts = torch.bincount(full.targets, minlength=self.num_classes)
+        short = {self.class_names[c]: int(n) for c, n in enumerate(counts) if n < self.per_class}
+        if short:
+            raise ValueError(
+                f"per_class={self.per_class} but {self.root} has fewer tiles in {short}; "
+                "lower data.per_class or set data.per_class=null to use every tile"
+            )
+        generator = torch.Generator().manual_seed(self.seed)
+        chosen = [
+            members[torch.randperm(len(members), generator=generator)[: self.per_class]]
+            for members in (torch.nonzero(full.targets == c).flatten() for c in range(self.num_classes))
+        ]
+        return SubsetDataset(full, torch.cat(chosen).sort().values)
+
+
+def _existing_folder(path: str | Path | None, key: str, archive: str) -> Path:
+    hint = _DOWNLOAD_HINT.format(archive=archive, key=key)
+    if path is None or not str(path).strip():
+        raise FileNotFoundError(f"{archive} folder is not set. {hint}")
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{archive} folder {path} does not exist. {hint}")
+    return path

@@ -1,0 +1,149 @@
+"""Image classifier LightningModule with optional adversarial training and attacked testing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from advmed.metrics import AttackSuccessRate
+from advmed.nets import ResNetClassifier
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains a ResNet on [0, 1] images; tests it clean and under an attack.
+
+    All constructor arguments except the two attacks are plain values and are saved in the
+    checkpoint, so ``load_classifier(path)`` rebuilds the network with no config at hand.
+
+    Args:
+        arch, num_classes, in_channels, pretrained_path: passed to :class:`ResNetClassifier`.
+        class_names, image_size: recorded so that evaluation can check the data matches.
+        optimizer: a Hydra ``_target_`` dict for a ``torch.optim`` optimizer (params are added).
+        scheduler: an optional ``_target_`` dict for a ``torch.optim.lr_scheduler`` scheduler.
+        adv_fraction: fraction of each training batch replaced by ``train_attack``'s
+            adversarial images (adversarial training / augmentation); 0 disables it.
+        channels_last: run the network in channels-last memory format (faster on GPUs).
+        train_attack: attack used for adversarial training (not saved in the checkpoint).
+        test_attack: attack applied in ``test_step``; adds ``test/adv_acc``,
+            ``test/attack_success_rate`` and the mean L-inf / L2 size of the perturbation.
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet34",
+        num_classes: int = 9,
+        in_channels: int = 3,
+        pretrained_path: str | None = None,
+        class_names: list[str] | None = None,
+        image_size: int | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        adv_fraction: float = 0.0,
+        channels_last: bool = False,
+        train_attack=None,
+        test_attack=None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= adv_fraction <= 1.0:
+            raise ValueError(f"model.adv_fraction={adv_fraction} must be in [0, 1]")
+        if adv_fraction > 0 and train_attack is None:
+            raise ValueError(f"model.adv_fraction={adv_fraction} needs a training attack: set attack@train_attack=fgsm (or pgd, ...)")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
+        # Plain containers, so the checkpoint loads with weights_only=True (no OmegaConf objects).
+        optimizer, scheduler, class_names = (_plain(v) for v in (optimizer, scheduler, class_names))
+        self.save_hyperparameters(ignore=["train_attack", "test_attack"])
+        self.net = ResNetClassifier(arch, num_classes, in_channels, pretrained_path)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.train_attack = train_attack
+        self.test_attack = test_attack
+
+        def acc() -> MulticlassAccuracy:
+            return MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+        self.train_acc, self.val_acc, self.test_acc, self.test_adv_acc = acc(), acc(), acc(), acc()
+        self.test_success = AttackSuccessRate()
+        self.test_linf, self.test_l2 = MeanMetric(), MeanMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: lower "
+                f"model.optimizer.lr (now {self.hparams.optimizer.get('lr') if self.hparams.optimizer else '?'}) "
+                "or check the inputs are finite and in [0, 1]"
+            )
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        n_adv = math.floor(self.hparams.adv_fraction * len(x) + 0.5)
+        if n_adv > 0:
+            # The batch is shuffled, so its first n_adv samples are a random subset.
+            x = torch.cat([self.train_attack(self, x[:n_adv], y[:n_adv]), x[n_adv:]])
+        logits = self(x)
+        loss = self._loss(logits, y)
+        self.train_acc(logits.argmax(1), y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_acc(logits.argmax(1), y)
+        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, y = batch
+        logits = self(x)
+        pred = logits.argmax(1)
+        self.test_acc(pred, y)
+        self.log("test/loss", F.cross_entropy(logits, y))
+        self.log("test/acc", self.test_acc)
+        out = {"x": x, "y": y, "pred": pred, "confidence": logits.softmax(1).amax(1)}
+        if self.test_attack is None:
+            return out
+        x_adv = self.test_attack(self, x, y)
+        adv_logits = self(x_adv)
+        adv_pred = adv_logits.argmax(1)
+        delta = (x_adv - x).flatten(1)
+        self.test_adv_acc(adv_pred, y)
+        self.test_success(pred, adv_pred, y)
+        self.test_linf(delta.abs().amax(1))
+        self.test_l2(delta.norm(dim=1))
+        self.log("test/adv_acc", self.test_adv_acc)
+        self.log("test/attack_success_rate", self.test_success)
+        self.log("test/linf", self.test_linf)
+        self.log("test/l2", self.test_l2)
+        out.update(x_adv=x_adv, adv_pred=adv_pred, adv_confidence=adv_logits.softmax(1).amax(1))
+        return out
+
+    def configure_optimizers(self):
+        cfg = self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "lr": 1e-3}
+        optimizer = instantiate(cfg, params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler_cfg = dict(self.hparams.scheduler)
+        interval = scheduler_cfg.pop("interval", "epoch")
+        scheduler = instantiate(scheduler_cfg, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -1,0 +1,50 @@
+"""PGD attack-success study of a trained classifier (the PGD study's Fig. 3a-c): success rate
+vs eps, vs iterations and vs clean confidence, written as CSV tables and PNG plots.
+
+    python -m advmed.study ckpt_path=<run dir>/checkpoints/best.ckpt
+    python -m advmed.study ckpt_path=... data=nct_crc_he study.eps=[0.02,0.04] study.max_iter=20
+
+Fig. 3d (vs training-set size) retrains: see conf/experiment/pgd_study/train_size.yaml.
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from advmed.models import load_classifier
+from advmed.studies.pgd_study import StudySettings, run_pgd_study
+from advmed.utils.loggers import markdown_table
+from advmed.utils.resolvers import register_resolvers
+from advmed.utils.run import build_trainer, finish_loggers, output_dir
+
+register_resolvers()
+
+__all__ = ["run_pgd_study", "study"]
+
+
+def study(cfg: DictConfig) -> dict[str, float]:
+    """Run the study of ``cfg.ckpt_path`` on the test split of ``cfg.data``; return the success rates."""
+    settings = StudySettings.from_config(cfg.study)  # bad settings fail before anything loads
+    datamodule = instantiate(cfg.data)
+    module = load_classifier(cfg.ckpt_path, num_classes=datamodule.num_classes, in_channels=datamodule.in_channels)
+    # The trainer is never fitted: it seeds, builds the loggers and picks the device (trainer=gpu, ...).
+    trainer = build_trainer(cfg)
+    try:
+        out = output_dir(cfg)
+        metrics = run_pgd_study(module, datamodule, settings, out, trainer.loggers, device=trainer.strategy.root_device)
+        print(markdown_table(["eps", "attack success rate"], [[k.rsplit("=", 1)[1], v] for k, v in metrics.items()]))
+        print(f"tables and figures written to {out}")
+        return metrics
+    finally:
+        finish_loggers(trainer.loggers)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="study")
+def main(cfg: DictConfig) -> None:
+    study(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""GPU augmentation: built from config, label-preserving geometry, output stays in [0, 1]."""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import pytest
+import torch
+
+from advmed.data.augmentation import RandomRot90, build_augmentation
+
+
+def _batch(n=16, channels=3, size=16):
+    return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def test_disabled_builds_nothing():
+    assert build_augmentation(enabled=False) is None
+
+
+def test_output_stays_in_unit_range_under_strong_jitter():
+    augment = build_augmentation(brightness=0.9, contrast=0.9, saturation=0.9, hue=0.5, jitter_p=1.0)
+    x = torch.cat([torch.zeros(4, 3, 16, 16), torch.ones(4, 3, 16, 16), _batch(8)])
+    out = augment(x)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not torch.equal(out, x)
+
+
+def test_rot90_is_an_exact_rotation_per_image():
+    x = _batch(32)
+    out = RandomRot90(p=1.0)(x)
+    for original, rotated in zip(x, out):
+        candidates = [torch.rot90(original, k, dims=(-2, -1)) for k in (1, 2, 3)]
+        assert any(torch.equal(rotated, c) for c in candidates)
+    # with 32 images all three quarter-turns occur, so rotations are drawn per image
+    turns = {next(k for k in (1, 2, 3) if torch.equal(r, torch.rot90(o, k, dims=(-2, -1)))) for o, r in zip(x, out)}
+    assert turns == {1, 2, 3}
+
+
+def test_rot90_needs_square_images():
+    with pytest.raises(ValueError, match="square"):
+        RandomRot90(p=1.0)(torch.rand(2, 3, 8, 10))
+
+
+def test_zero_probabilities_leave_images_unchanged():
+    augment = build_augmentation(hflip=0, vflip=0, rot90=0, jitter_p=0)
+    x = _batch()
+    assert torch.equal(augment(x), x)
+
+
+def test_flips_only_permute_pixels():
+    augment = build_augmentation(hflip=1.0, vflip=0, rot90=0, jitter_p=0)
+    x = _batch()
+    assert torch.equal(augment(x), x.flip(-1))
+
+
+def test_grayscale_skips_colour_only_jitter():
+    augment = build_augmentation(in_channels=1, saturation=0.5, hue=0.3, jitter_p=1.0)
+    jitter = next(m for m in augment if isinstance(m, K.ColorJitter))
+    assert "saturation=0.0" in repr(jitter) and "hue=0.0" in repr(jitter)
+    out = augment(_batch(channels=1))
+    assert out.shape == (16, 1, 16, 16) and 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_unknown_key_is_rejected():
+    with pytest.raises(TypeError, match="rotation"):
+        build_augmentation(rotation=0.5)

@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from advmed.models import ClassifierModule
+from tests.entrypoints.conftest import TINY, compose_config
+
+DATA = [o for o in TINY if o.startswith("data.")] + ["trainer.enable_progress_bar=false", "callbacks.adversarial_examples.num_images=4"]
+
+
+def test_pgd_evaluation_report(trained_run, tmp_path):
+    from advmed.evaluate import evaluate
+
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    cfg = compose_config("evaluate", [*DATA, f"ckpt_path={ckpt}", "attack=pgd", "attack.eps=0.05", "attack.steps=5"], tmp_path)
+    metrics = evaluate(cfg)
+    assert metrics["test/adv_acc"] < metrics["test/acc"]
+    assert metrics["test/linf"] <= 0.05 + 1e-6
+    report = (tmp_path / "report.md").read_text()
+    assert "PGD(" in report and "eps=0.05" in report and "adversarial_examples.png" in report
+    assert (tmp_path / "adversarial_examples.png").is_file()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    from advmed.evaluate import evaluate
+
+    cfg = compose_config("evaluate", [*DATA, f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope.ckpt' does not exist"):
+        evaluate(cfg)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    from advmed.evaluate import evaluate
+
+    path = tmp_path / "gan.ckpt"
+    torch.save({"state_dict": {"generator.w": torch.zeros(1)}, "hyper_parameters": {"latent_dim": 512}}, path)
+    cfg = compose_config("evaluate", [*DATA, f"ckpt_path={path}"], tmp_path)
+    with pytest.raises(ValueError, match="not an advmed ClassifierModule checkpoint"):
+        evaluate(cfg)
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    from advmed.models import read_checkpoint
+
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        read_checkpoint(path)
+
+
+def test_num_classes_mismatch_is_refused(tmp_path):
+    from advmed.models import load_classifier
+
+    module = ClassifierModule("resnet18", num_classes=3)
+    path = tmp_path / "three.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    with pytest.raises(ValueError, match="num_classes=3 but the data config has num_classes=9"):
+        load_classifier(path, num_classes=9)

@@ -1,0 +1,62 @@
+"""Sweeps as a user launches them: `python -m advmed.train -m ...` in a fresh interpreter."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from tests.conftest import CONFIG_DIR
+from tests.entrypoints.conftest import TINY, read_metrics, run_module
+
+# One epoch is enough here: the point is the job layout and that eps reaches the attack.
+SWEEP = [*TINY, "trainer.max_epochs=1", "callbacks.adversarial_examples.num_images=2"]
+
+
+def _job_dirs(root: Path) -> dict[str, Path]:
+    return {p.parent.name: p.parent for p in root.glob("outputs/train/multiruns/*/*/metrics.json")}
+
+
+def test_basic_multirun_makes_one_directory_per_override(tmp_path):
+    run_module("advmed.train", ["-m", "experiment=demo", *SWEEP, "attack.eps=0.0,0.3"], cwd=tmp_path)
+    jobs = _job_dirs(tmp_path)
+    assert sorted(jobs) == ["attack.eps=0.0", "attack.eps=0.3"]
+    clean, attacked = read_metrics(jobs["attack.eps=0.0"]), read_metrics(jobs["attack.eps=0.3"])
+    assert clean["test/adv_acc"] == clean["test/acc"]  # eps=0 changes nothing
+    assert attacked["test/adv_acc"] < clean["test/adv_acc"]
+    overrides = yaml.safe_load((jobs["attack.eps=0.3"] / ".hydra" / "overrides.yaml").read_text())
+    assert "attack.eps=0.3" in overrides
+
+
+def test_submitit_local_launcher_runs_the_same_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run_module("advmed.train", ["-m", "hydra/launcher=local", "experiment=demo", *SWEEP, "attack.eps=0.0,0.3"], cwd=tmp_path)
+    jobs = _job_dirs(tmp_path)
+    assert sorted(jobs) == ["attack.eps=0.0", "attack.eps=0.3"]
+    assert read_metrics(jobs["attack.eps=0.3"])["test/adv_acc"] < read_metrics(jobs["attack.eps=0.0"])["test/adv_acc"]
+    # submitit kept each job's own log next to the sweep
+    assert list(tmp_path.glob("outputs/train/multiruns/*/.submitit/*/*_log.out"))
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min == 240
+
+
+def test_wandb_runs_offline_one_run_per_job_with_the_resolved_config(tmp_path):
+    run_module("advmed.train", ["-m", "experiment=demo", *SWEEP, "logger=wandb", "attack.eps=0.0,0.3"], cwd=tmp_path)
+    jobs = _job_dirs(tmp_path)
+    assert sorted(jobs) == ["attack.eps=0.0", "attack.eps=0.3"]
+    for name, job in jobs.items():
+        runs = list(job.glob("wandb/offline-run-*"))
+        assert len(runs) == 1, f"{name}: {runs}"
+        config = (runs[0] / "files" / "config.yaml").read_text()
+        eps = re.search(r"attack\.eps=([0-9.]+)", name).group(1)
+        assert re.search(rf"eps:\s*\n?\s*(value:\s*)?{eps}", config) or f"'eps': {eps}" in config, config[:2000]

@@ -1,0 +1,46 @@
+import torch
+
+from advmed.models import load_classifier
+from tests.entrypoints.conftest import TINY, compose_config, read_metrics
+
+
+def test_train_writes_checkpoint_metrics_report_and_grid(trained_run):
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    assert ckpt.is_file()
+    metrics = read_metrics(trained_run)
+    assert 0.0 <= metrics["test/adv_acc"] <= metrics["test/acc"] <= 1.0
+    assert metrics["test/linf"] <= 0.03 + 1e-6
+    assert "attack success rate" in (trained_run / "report.md").read_text()
+    assert (trained_run / "adversarial_examples.png").stat().st_size > 1000
+    # The CSV logger received the metrics and the resolved config.
+    assert "test/adv_acc" in next(trained_run.glob("csv/version_*/metrics.csv")).read_text()
+    assert "eps: 0.03" in next(trained_run.glob("csv/version_*/hparams.yaml")).read_text()
+
+
+def test_checkpoint_restores_without_config(trained_run):
+    model = load_classifier(trained_run / "checkpoints" / "best.ckpt")
+    assert model.hparams.arch == "resnet18"
+    assert len(model.hparams.class_names) == 9 and model.hparams.class_names[0] == "ADI"
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 9)
+    assert not model.training
+
+
+def test_same_seed_gives_same_test_metrics_on_cpu(trained_run, tmp_path):
+    from advmed.train import train
+
+    again = train(compose_config("train", [*TINY, "attack=fgsm", "attack.eps=0.03"], tmp_path))
+    first = read_metrics(trained_run)
+    for key in ("test/acc", "test/adv_acc", "test/loss", "val/acc"):
+        assert again[key] == first[key], key
+
+
+def test_adversarial_training_replaces_part_of_the_batch(tmp_path):
+    from advmed.train import train
+
+    metrics = train(compose_config(
+        "train",
+        [*TINY, "trainer.max_epochs=1", "attack@train_attack=fgsm", "train_attack.eps=0.05", "model.adv_fraction=0.5", "attack=none"],
+        tmp_path,
+    ))
+    assert "test/adv_acc" not in metrics  # attack=none: clean test only
+    assert 0.0 <= metrics["test/acc"] <= 1.0

@@ -1,0 +1,48 @@
+"""Fixtures of the study tests: a tiny synthetic histology split and a classifier trained on it
+for a few Lightning steps (imperfect on purpose: the study needs misclassified images and a
+spread of confidences)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from advmed.data.synthetic_histology import SyntheticHistologyDataModule
+from advmed.models import ClassifierModule, load_classifier
+
+# Small enough to train and attack in seconds on a CPU; also used by the entry-point test.
+TINY_DATA = {"image_size": 32, "train_per_class": 16, "val_per_class": 2, "test_per_class": 4, "batch_size": 24}
+
+
+@pytest.fixture(scope="session")
+def histology() -> SyntheticHistologyDataModule:
+    datamodule = SyntheticHistologyDataModule(seed=0, **TINY_DATA)
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    return datamodule
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(histology, tmp_path_factory) -> Path:
+    """best.ckpt of a ResNet18 trained for 24 steps, written by Lightning as advmed.train does."""
+    torch.manual_seed(0)
+    module = ClassifierModule(
+        "resnet18", num_classes=histology.num_classes, class_names=histology.class_names,
+        image_size=histology.image_size, optimizer={"_target_": "torch.optim.AdamW", "lr": 3e-3},
+    )
+    ckpt_dir = tmp_path_factory.mktemp("train") / "checkpoints"
+    trainer = L.Trainer(
+        max_epochs=4, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max")],
+    )
+    trainer.fit(module, datamodule=histology)
+    return ckpt_dir / "best.ckpt"
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(trained_checkpoint, histology) -> ClassifierModule:
+    return load_classifier(trained_checkpoint, num_classes=histology.num_classes, in_channels=histology.in_channels)
