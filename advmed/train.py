@@ -11,6 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from advmed.attacks import build_attack
+from advmed.models import load_classifier
+from advmed.studies.pgd_study import StudySettings, run_pgd_study
 from advmed.studies.robustness_report import write_report
 from advmed.utils.files import write_json
 from advmed.utils.resolvers import register_resolvers
@@ -20,7 +22,13 @@ register_resolvers()
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test the best checkpoint, write metrics.json (and report.md when attacked); return metrics."""
+    """Fit, test the best checkpoint, write metrics.json (and report.md when attacked); return metrics.
+
+    With a ``study`` node (conf/experiment/pgd_study/*) the PGD attack-success study of the best
+    checkpoint runs after fit and writes into ``<run dir>/pgd_study``.
+    """
+    # Check the study settings before training, so that a typo does not cost a whole fit.
+    study = StudySettings.from_config(cfg.study) if cfg.get("study") else None
     trainer = build_trainer(cfg)
     try:
         datamodule = instantiate(cfg.data)
@@ -33,6 +41,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if study is not None:
+            studied = load_classifier(best, datamodule.num_classes, datamodule.in_channels) if best else model
+            metrics.update(run_pgd_study(studied, datamodule, study, output_dir(cfg) / "pgd_study", trainer.loggers,
+                                         device=trainer.strategy.root_device))
         if cfg.get("test"):
             metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=best or None)[0])
             attack_cfg = OmegaConf.to_container(cfg.attack, resolve=True) if cfg.get("attack") else None

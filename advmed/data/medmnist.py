@@ -76,12 +76,20 @@ class MedMNISTDataModule(ClassificationDataModule):
                     f"a MedMNIST .npz holds {list(KEYS)} -- re-download the file"
                 )
             images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
-        return TensorImageDataset(self._images(images, split), self._labels(labels, len(images), split), self.image_size)
+        return TensorImageDataset(
+            self._images(images, split), self._labels(labels, len(images), split), self.image_size
+        )
 
     def _images(self, images: np.ndarray, split: str) -> torch.Tensor:
         where = f"{self.path} {split}_images"
-        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
-            raise ValueError(f"{where}: expected uint8 (N, H, W) or (N, H, W, 3), got {images.dtype} {images.shape}")
+        if (
+            images.dtype != np.uint8
+            or images.ndim not in (3, 4)
+            or (images.ndim == 4 and images.shape[-1] != 3)
+        ):
+            raise ValueError(
+                f"{where}: expected uint8 (N, H, W) or (N, H, W, 3), got {images.dtype} {images.shape}"
+            )
         channels = 1 if images.ndim == 3 else 3
         if channels != self.in_channels:
             raise ValueError(
@@ -94,10 +102,14 @@ class MedMNISTDataModule(ClassificationDataModule):
     def _labels(self, labels: np.ndarray, n_images: int, split: str) -> torch.Tensor:
         where = f"{self.path} {split}_labels"
         if labels.ndim == 2 and labels.shape[1] > 1:
-            raise ValueError(f"{where} has shape {labels.shape}: multi-label tasks (e.g. ChestMNIST) are not supported")
+            raise ValueError(
+                f"{where} has shape {labels.shape}: multi-label tasks (e.g. ChestMNIST) are not supported"
+            )
         labels = labels.reshape(-1)
         if not np.issubdtype(labels.dtype, np.integer) or len(labels) != n_images:
-            raise ValueError(f"{where}: expected {n_images} integer labels, got {labels.dtype} {labels.shape}")
+            raise ValueError(
+                f"{where}: expected {n_images} integer labels, got {labels.dtype} {labels.shape}"
+            )
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(
                 f"{where} range over {labels.min()}..{labels.max()}, outside 0..{self.num_classes - 1} "

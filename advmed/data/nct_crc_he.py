@@ -13,7 +13,13 @@ from typing import Any
 
 import torch
 
-from advmed.data.base import ClassificationDataModule, LabelledDataset, SubsetDataset, stratified_split, to_float_image
+from advmed.data.base import (
+    ClassificationDataModule,
+    LabelledDataset,
+    SubsetDataset,
+    stratified_split,
+    to_float_image,
+)
 from advmed.data.readers import read_image, scan_class_folders
 
 CLASS_NAMES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
@@ -100,7 +106,9 @@ class NCTCRCHEDataModule(ClassificationDataModule):
             augment=augment,
         )
         self.root = _existing_folder(root, "data.root or ADVMED_NCT_CRC_HE_ROOT", "NCT-CRC-HE-100K")
-        self.test_root = None if test_root is None else _existing_folder(test_root, "data.test_root", "CRC-VAL-HE-7K")
+        self.test_root = (
+            None if test_root is None else _existing_folder(test_root, "data.test_root", "CRC-VAL-HE-7K")
+        )
         self.per_class = per_class
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction

@@ -79,14 +79,18 @@ def _to_rgb_uint8(array: np.ndarray, path: Path) -> np.ndarray:
         _warn_once("grayscale", f"grayscale images are replicated to RGB (first: {path})")
         return np.repeat(array[..., None], 3, axis=-1)
     if array.ndim == 3 and array.shape[-1] == 2:  # gray + alpha
-        _warn_once("gray-alpha", f"grayscale+alpha images: alpha dropped, gray replicated to RGB (first: {path})")
+        _warn_once(
+            "gray-alpha", f"grayscale+alpha images: alpha dropped, gray replicated to RGB (first: {path})"
+        )
         return np.repeat(array[..., :1], 3, axis=-1)
     if array.ndim == 3 and array.shape[-1] == 4:
         _warn_once("rgba", f"RGBA images: alpha channel dropped (first: {path})")
         return np.ascontiguousarray(array[..., :3])
     if array.ndim == 3 and array.shape[-1] == 3:
         return array
-    raise ImageReadError(f"{path} has shape {array.shape}, not an (H, W[, C]) image; delete or replace the file")
+    raise ImageReadError(
+        f"{path} has shape {array.shape}, not an (H, W[, C]) image; delete or replace the file"
+    )
 
 
 def _warn_once(kind: str, message: str) -> None:
@@ -128,7 +132,8 @@ def scan_class_folders(
                 )
             continue
         files = sorted(
-            p for p in folders[name].iterdir()
+            p
+            for p in folders[name].iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
         )
         if not files:

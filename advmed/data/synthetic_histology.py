@@ -3,8 +3,9 @@
 Images are rendered in optical-density space (Beer-Lambert): per-pixel concentrations of
 haematoxylin (nuclei, purple-blue), eosin (cytoplasm, stroma, muscle: pink), a pale blue-grey
 mucin and a neutral grey are mixed through per-image jittered stain vectors. Each class is a
-texture built from a few primitives -- nuclei as blurred impulses (spots), fibres as phase-warped
-stripes, fat and glands from jittered-grid Voronoi cells, mucus and necrosis from filtered noise --
+texture built from a few primitives -- nuclei as blurred random impulses (or, for packed
+lymphocytes, cellular noise on a jittered lattice), fibres as phase-warped stripes, fat and glands
+from jittered-lattice Voronoi cells, mucus and necrosis from filtered noise --
 with random density, size, orientation, stain strength, blur and noise per image. The class mean
 colours overlap on purpose: a classifier has to learn texture, not colour.
 
@@ -81,10 +82,9 @@ def _single_thread():
 
 
 def _render(seed: int, split_id: int, indices: torch.Tensor, size: int) -> torch.Tensor:
-    draws = _draw(seed, split_id, indices, size)
+    scalars, seeds, maps = _draw(seed, split_id, indices, size)
     labels = indices % len(CLASS_NAMES)
     # Class textures and the shared imaging step draw from disjoint parts of each image's numbers.
-    scalars, seeds, maps = draws
     texture = _Draws(scalars[:, :-_N_GLOBAL_SCALARS], seeds, maps[:, :-1])
     imaging = _Draws(scalars[:, -_N_GLOBAL_SCALARS:], seeds, maps[:, -1:])
     od = torch.empty(len(indices), 4, size, size)
@@ -93,7 +93,9 @@ def _render(seed: int, split_id: int, indices: torch.Tensor, size: int) -> torch
         if len(members):
             d = texture.subset(members)
             scale = size / 224.0 * d.uniform(0.8, 1.25)  # sizes below are in px of a 224-px tile
-            od[members] = torch.stack([t.expand(len(members), size, size) for t in renderer(d, size, scale)], 1)
+            od[members] = torch.stack(
+                [t.expand(len(members), size, size) for t in renderer(d, size, scale)], 1
+            )
     return _to_rgb(od, imaging)
 
 
@@ -103,8 +105,10 @@ def _draw(seed: int, split_id: int, indices: torch.Tensor, size: int) -> tuple[t
     values = torch.empty(len(indices), n_total)
     generator = torch.Generator()
     for row, index in enumerate(indices.tolist()):
-        state = np.random.SeedSequence([seed, split_id, index]).generate_state(2, np.uint64)
-        generator.manual_seed(int(state[0] >> np.uint64(1)))
+        # SeedSequence hashes the triple, so neighbouring indices get unrelated streams.
+        generator.manual_seed(
+            int(np.random.SeedSequence([seed, split_id, index]).generate_state(1, np.uint64)[0])
+        )
         torch.rand(n_total, generator=generator, out=values[row])
     scalars, seeds, maps = values.split([_N_SCALARS, 2 * _N_SEEDS, _N_MAPS * size * size], dim=1)
     return scalars, seeds.reshape(-1, _N_SEEDS, 2), maps.reshape(-1, _N_MAPS, size, size)
@@ -238,7 +242,11 @@ def _voronoi(seeds: torch.Tensor, spacing, size: int) -> tuple[torch.Tensor, tor
     """
     yy, xx = _grid(size)
     dist = torch.stack(
-        [torch.hypot(yy - y, xx - x) for y, x, _ in _lattice_neighbours(seeds.transpose(1, 2), spacing, 0.8, size)], 1
+        [
+            torch.hypot(yy - y, xx - x)
+            for y, x, _ in _lattice_neighbours(seeds.transpose(1, 2), spacing, 0.8, size)
+        ],
+        1,
     )
     nearest = torch.topk(dist, 2, dim=1, largest=False).values
     return nearest[:, 0], nearest[:, 1]
@@ -274,7 +282,9 @@ def _adipose(d: _Draws, size: int, k):
 
 def _background(d: _Draws, size: int, k):
     grey = d.uniform(0.02, 0.5) * (1 + d.uniform(0.0, 0.4) * _smooth(d.noise(), 40 * k))
-    specks = _spots(d.noise(), d.uniform(0, 25), d.uniform(1.5, 5) * k, d.uniform(1.5, 4) * k, _angle(d), 0.3, 1.0)
+    specks = _spots(
+        d.noise(), d.uniform(0, 25), d.uniform(1.5, 5) * k, d.uniform(1.5, 4) * k, _angle(d), 0.3, 1.0
+    )
     grey = grey + specks * d.uniform(0.2, 0.8)
     tint = d.uniform(0.0, 0.12)
     return tint * 0.5, tint, torch.zeros_like(grey), grey
@@ -282,7 +292,9 @@ def _background(d: _Draws, size: int, k):
 
 def _debris(d: _Draws, size: int, k):
     patches = _soft(_smooth(d.noise(), d.uniform(6, 14) * k), d.uniform(-0.5, 0.6), 0.35)
-    fragments = _spots(d.noise(), d.uniform(120, 380), d.uniform(1.5, 3.5) * k, d.uniform(1.2, 2.5) * k, _angle(d), 0.3, 1.4)
+    fragments = _spots(
+        d.noise(), d.uniform(120, 380), d.uniform(1.5, 3.5) * k, d.uniform(1.2, 2.5) * k, _angle(d), 0.3, 1.4
+    )
     broken = _soft(_smooth(d.noise(), 1.2 * k), -0.2, 0.3)  # karyorrhexis: nuclei fall apart
     pyknotic = _spots(d.noise(), d.uniform(3, 20), 4 * k, 3.5 * k, _angle(d), 0.6, 1.3)
     h = _soft(fragments * broken + pyknotic, 0.45, 0.12) * d.uniform(0.8, 1.6) + 0.1 * patches
@@ -292,7 +304,9 @@ def _debris(d: _Draws, size: int, k):
 
 def _lymphocytes(d: _Draws, size: int, k):
     spacing = d.uniform(10, 13.5) * k
-    nuclei = _packed_spots(d.noise(), spacing, d.uniform(0.65, 0.95), d.uniform(3.8, 4.5) * k, d.uniform(3.6, 4.2) * k, _angle(d))
+    nuclei = _packed_spots(
+        d.noise(), spacing, d.uniform(0.65, 0.95), d.uniform(3.8, 4.5) * k, d.uniform(3.6, 4.2) * k, _angle(d)
+    )
     mask = _soft(nuclei, 0.6, 0.08)
     chromatin = 1 + 0.15 * _smooth(d.noise(), 1.0 * k)
     h = mask * chromatin * d.uniform(1.2, 2.2) + d.uniform(0.03, 0.15)
@@ -313,8 +327,12 @@ def _mucus(d: _Draws, size: int, k):
 
 def _muscle(d: _Draws, size: int, k):
     angle = _angle(d)
-    fibres = _stripes(d, size, angle, (d.uniform(8, 14) * k).clamp(min=2.6), d.uniform(0.3, 1.2), 30 * k, d.uniform(1, 3))
-    nuclei = _spots(d.noise(), d.uniform(8, 25), d.uniform(11, 16) * k, d.uniform(2.2, 3.0) * k, angle, 0.9, 1.3)
+    fibres = _stripes(
+        d, size, angle, (d.uniform(8, 14) * k).clamp(min=2.6), d.uniform(0.3, 1.2), 30 * k, d.uniform(1, 3)
+    )
+    nuclei = _spots(
+        d.noise(), d.uniform(8, 25), d.uniform(11, 16) * k, d.uniform(2.2, 3.0) * k, angle, 0.9, 1.3
+    )
     h = _soft(nuclei, 0.5, 0.1) * d.uniform(0.9, 1.6) + d.uniform(0.0, 0.06)
     e = d.uniform(0.45, 1.0) * (0.5 + 0.5 * fibres)
     return h, e, torch.zeros_like(h), torch.zeros_like(h)
@@ -331,7 +349,9 @@ def _normal_mucosa(d: _Draws, size: int, k):
     epithelium = gland * _soft(r - lumen, 0, w)
     basal = epithelium * _soft(r - (outer - 0.35 * (outer - lumen)), 0, w)
     epithelial_nuclei = _spots(d.noise(), d.uniform(200, 400), 5 * k, 3.2 * k, _angle(d), 0.9, 1.2) * basal
-    goblets = _soft(_spots(d.noise(), d.uniform(40, 90), 5 * k, 4.5 * k, _angle(d)), 0.5, 0.1) * (epithelium - basal).clamp(min=0)
+    goblets = _soft(_spots(d.noise(), d.uniform(40, 90), 5 * k, 4.5 * k, _angle(d)), 0.5, 0.1) * (
+        epithelium - basal
+    ).clamp(min=0)
     stromal_nuclei = _spots(d.noise(), d.uniform(15, 50), 4.5 * k, 4 * k, _angle(d), 0.8, 1.2) * (1 - gland)
     h = _soft(epithelial_nuclei + stromal_nuclei, 0.5, 0.1) * d.uniform(1.0, 1.7) + 0.1 * epithelium
     e = (d.uniform(0.15, 0.5) * (1 - gland) + d.uniform(0.2, 0.45) * epithelium) * (1 - 0.8 * goblets)
@@ -340,9 +360,19 @@ def _normal_mucosa(d: _Draws, size: int, k):
 
 def _stroma(d: _Draws, size: int, k):
     angle = _angle(d)
-    fibres = _stripes(d, size, angle, (d.uniform(10, 20) * k).clamp(min=3.0), d.uniform(2.5, 6.0), d.uniform(18, 35) * k, d.uniform(2, 5))
+    fibres = _stripes(
+        d,
+        size,
+        angle,
+        (d.uniform(10, 20) * k).clamp(min=3.0),
+        d.uniform(2.5, 6.0),
+        d.uniform(18, 35) * k,
+        d.uniform(2, 5),
+    )
     loose = _soft(_smooth(d.noise(), 7 * k, 3.0, angle), d.uniform(-0.8, 0.3), 0.4)
-    nuclei = _spots(d.noise(), d.uniform(4, 16), d.uniform(8, 12) * k, d.uniform(1.8, 2.6) * k, angle, 0.9, 1.3)
+    nuclei = _spots(
+        d.noise(), d.uniform(4, 16), d.uniform(8, 12) * k, d.uniform(1.8, 2.6) * k, angle, 0.9, 1.3
+    )
     h = _soft(nuclei, 0.5, 0.1) * d.uniform(0.9, 1.6) + d.uniform(0.0, 0.06)
     e = d.uniform(0.3, 0.9) * fibres * loose + d.uniform(0.05, 0.3)
     return h, e, torch.zeros_like(h), torch.zeros_like(h)
@@ -373,7 +403,9 @@ def _to_rgb(od: torch.Tensor, d: _Draws) -> torch.Tensor:
     stains[:, :2] = F.normalize(stains[:, :2] + jitter, dim=-1)  # stain hue varies between slides
     strength = torch.cat([d.uniform(0.5, 1.7), d.uniform(0.5, 1.7), torch.ones(batch, 2, 1)], dim=1)
     density = torch.einsum("bksw,bkc->bcsw", od.clamp(min=0) * strength[..., None], stains)
-    white = d.uniform(0.8, 1.0).view(-1, 1, 1, 1) * (1 + torch.stack([d.uniform(-0.03, 0.03) for _ in range(3)], 1))
+    white = d.uniform(0.8, 1.0).view(-1, 1, 1, 1) * (
+        1 + torch.stack([d.uniform(-0.03, 0.03) for _ in range(3)], 1)
+    )
     rgb = white * torch.exp(-density)
     rgb = _gaussian_filter(rgb, *(2 * [d.uniform(0.2, 0.9).view(-1, 1, 1)]), torch.zeros(batch, 1, 1))
     rgb = rgb + d.uniform(0.004, 0.02).view(-1, 1, 1, 1) * (d.noise()[:, None] - 0.5) * math.sqrt(12)

@@ -33,7 +33,9 @@ def test_rot90_is_an_exact_rotation_per_image():
         candidates = [torch.rot90(original, k, dims=(-2, -1)) for k in (1, 2, 3)]
         assert any(torch.equal(rotated, c) for c in candidates)
     # with 32 images all three quarter-turns occur, so rotations are drawn per image
-    turns = {next(k for k in (1, 2, 3) if torch.equal(r, torch.rot90(o, k, dims=(-2, -1)))) for o, r in zip(x, out)}
+    turns = {
+        next(k for k in (1, 2, 3) if torch.equal(r, torch.rot90(o, k, dims=(-2, -1)))) for o, r in zip(x, out)
+    }
     assert turns == {1, 2, 3}
 
 

@@ -119,13 +119,24 @@ def test_augmentation_applies_in_training_only():
     dm = ToyDataModule(augment=FLIP_ONLY)
     model = _Recorder()
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        limit_test_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
-    raw = {split: torch.stack([getattr(dm, f"{split}_set")[i][0] for i in range(len(getattr(dm, f"{split}_set")))])
-           for split in ("train", "val", "test")}
+    raw = {
+        split: torch.stack(
+            [getattr(dm, f"{split}_set")[i][0] for i in range(len(getattr(dm, f"{split}_set")))]
+        )
+        for split in ("train", "val", "test")
+    }
     train_images = torch.cat(model.seen["train"])
     assert len(train_images) == 16
     assert all(_contains(raw["train"], x.flip(-1)) and not _contains(raw["train"], x) for x in train_images)

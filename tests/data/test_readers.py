@@ -112,7 +112,12 @@ def test_scan_lists_labelled_files_in_class_order(tmp_path):
     (root / "NORM" / "Thumbs.db").write_bytes(b"")
     items = scan_class_folders(root, CLASSES)
     assert [(p.name, label) for p, label in items] == [
-        ("ADI-0.tif", 0), ("ADI-1.tif", 0), ("BACK-0.tif", 1), ("BACK-1.tif", 1), ("NORM-0.tif", 2), ("NORM-1.tif", 2),
+        ("ADI-0.tif", 0),
+        ("ADI-1.tif", 0),
+        ("BACK-0.tif", 1),
+        ("BACK-1.tif", 1),
+        ("NORM-0.tif", 2),
+        ("NORM-1.tif", 2),
     ]
 
 
@@ -147,7 +152,9 @@ def test_scan_empty_class_folder(tmp_path):
 @pytest.mark.data
 def test_real_nct_tile_reads_as_224_rgb(shared_data):
     sample = shared_data / "nct_crc_he" / "CRC-VAL-HE-7K"
-    items = scan_class_folders(sample, ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"), strict=False)
+    items = scan_class_folders(
+        sample, ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"), strict=False
+    )
     assert items and all(label == 6 for _, label in items)  # NORM
     image = read_image(items[0][0])
     assert image.shape == (224, 224, 3) and image.dtype == np.uint8

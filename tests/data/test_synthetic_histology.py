@@ -11,7 +11,13 @@ from advmed.data.synthetic_histology import CLASS_NAMES, SyntheticHistologyDataM
 
 
 def _module(**kwargs) -> SyntheticHistologyDataModule:
-    sizes = {"image_size": 32, "train_per_class": 4, "val_per_class": 2, "test_per_class": 2, "batch_size": 16}
+    sizes = {
+        "image_size": 32,
+        "train_per_class": 4,
+        "val_per_class": 2,
+        "test_per_class": 2,
+        "batch_size": 16,
+    }
     return SyntheticHistologyDataModule(**{**sizes, **kwargs})
 
 
@@ -23,7 +29,9 @@ def test_same_seed_split_index_gives_identical_image_whatever_the_counts():
     n = len(small.train_set)
     assert torch.equal(small.train_set.images, large.train_set.images[:n])
     # a single index rendered alone (another chunk position in the request) is the same image too
-    assert torch.equal(generate_histology(0, "train", torch.tensor([150]), 32)[0], large.train_set.images[150])
+    assert torch.equal(
+        generate_histology(0, "train", torch.tensor([150]), 32)[0], large.train_set.images[150]
+    )
     assert torch.equal(small.val_set.images[:9], large.val_set.images[:9])
 
 
@@ -97,9 +105,19 @@ def _mean_colour_accuracy(train_x, train_y, test_x, test_y) -> float:
 
 def _small_cnn_accuracy(train_x, train_y, test_x, test_y, epochs=12) -> float:
     def block(i, o):  # batch statistics only: running averages lag behind at this few steps
-        return nn.Sequential(nn.Conv2d(i, o, 3, 2, 1, bias=False), nn.BatchNorm2d(o, track_running_stats=False), nn.ReLU())
+        return nn.Sequential(
+            nn.Conv2d(i, o, 3, 2, 1, bias=False), nn.BatchNorm2d(o, track_running_stats=False), nn.ReLU()
+        )
 
-    net = nn.Sequential(block(3, 24), block(24, 32), block(32, 48), block(48, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 9))
+    net = nn.Sequential(
+        block(3, 24),
+        block(24, 32),
+        block(32, 48),
+        block(48, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 9),
+    )
     optimizer = torch.optim.Adam(net.parameters(), 3e-3)
     for _ in range(epochs):
         for batch in torch.randperm(len(train_x)).split(32):
@@ -122,7 +140,9 @@ def one_thread():
 
 def test_classes_need_texture_not_just_mean_colour(one_thread):
     """Mean colour alone separates the classes poorly; a small CNN trained briefly does far better."""
-    dm = SyntheticHistologyDataModule(image_size=64, train_per_class=60, val_per_class=1, test_per_class=40, seed=0)
+    dm = SyntheticHistologyDataModule(
+        image_size=64, train_per_class=60, val_per_class=1, test_per_class=40, seed=0
+    )
     dm.setup()
     train_x, test_x = dm.train_set.images.float() / 255, dm.test_set.images.float() / 255
     train_y, test_y = dm.train_set.targets, dm.test_set.targets

@@ -16,18 +16,8 @@ from omegaconf import DictConfig, open_dict
 
 from tests.conftest import CONFIG_DIR, REPO_ROOT
 
-# Small enough for seconds on a CPU, big enough that the model learns something.
-TINY = [
-    "model.arch=resnet18",
-    "data.image_size=32",
-    "data.train_per_class=16",
-    "data.val_per_class=4",
-    "data.test_per_class=6",
-    "data.batch_size=48",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "callbacks.adversarial_examples.num_images=4",
-]
+# Seconds on a CPU, yet the model learns something (conf/debug/tiny.yaml).
+TINY = ["debug=tiny"]
 
 
 def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:

@@ -11,8 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from tests.conftest import CONFIG_DIR
 from tests.entrypoints.conftest import TINY, read_metrics, run_module
 
-# One epoch is enough here: the point is the job layout and that eps reaches the attack.
-SWEEP = [*TINY, "trainer.max_epochs=1", "callbacks.adversarial_examples.num_images=2"]
+SWEEP = TINY
 
 
 def _job_dirs(root: Path) -> dict[str, Path]:

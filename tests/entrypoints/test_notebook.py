@@ -10,9 +10,8 @@ from tests.entrypoints.conftest import TINY
 
 def test_quickstart_notebook_runs_on_a_checkpoint(trained_run, monkeypatch):
     monkeypatch.setenv("ADVMED_CKPT", str(trained_run / "checkpoints" / "best.ckpt"))
-    monkeypatch.setenv("ADVMED_DATA_OVERRIDES", json.dumps([o for o in TINY if o.startswith("data.")]))
+    monkeypatch.setenv("ADVMED_DATA_OVERRIDES", json.dumps(TINY))
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(REPO_ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
