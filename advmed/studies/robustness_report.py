@@ -24,12 +24,19 @@ def robustness_rows(metrics: dict[str, float]) -> list[list[Any]]:
     return [[label, float(metrics[key])] for key, label in ROBUSTNESS_METRICS if key in metrics]
 
 
+# The arguments a reader needs to tell two attacks apart; the rest stays in metrics.json.
+_ATTACK_KEYS = ("eps", "alpha", "steps", "random_start", "targeted", "target_class", "loss", "loss_classes", "early_stop")
+
+
 def describe_attack(attack_cfg: dict | None) -> str:
+    """``PGD(eps=0.03, steps=10, random_start=True)`` from an attack config; ``none`` for no attack."""
     if not attack_cfg:
         return "none"
     name = str(attack_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
-    args = ", ".join(f"{k}={v}" for k, v in attack_cfg.items() if k != "_target_" and v is not None)
-    return f"{name}({args})"
+    shown = {k: attack_cfg[k] for k in _ATTACK_KEYS if attack_cfg.get(k) not in (None, False)}
+    if shown.get("loss") == "ce":
+        del shown["loss"]
+    return f"{name}({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
 
 def write_report(

@@ -24,7 +24,7 @@ def test_short_training_on_an_nct_layout_folder(tmp_path):
     root = tmp_path / "NCT-CRC-HE-100K"
     write_nct_folder(root, per_class=10)
     cfg = compose_config("train", [
-        "data=nct_crc_he", f"data.root={root}", "data.per_class=null", "data.image_size=32", "data.batch_size=32",
+        "data=nct_crc_he", f"data.root={root}", "data.per_class=null", "data.num_workers=0", "data.image_size=32", "data.batch_size=32",
         "model.arch=resnet18", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
         "attack=fgsm", "attack.eps=0.05", "callbacks.adversarial_examples.num_images=2",
     ], tmp_path / "run")
