@@ -33,11 +33,13 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
     return cfg
 
 
-def run_module(module: str, args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m module args` in a fresh interpreter, as a user would from a shell."""
+def run_module(module: str, args: list[str], cwd: Path, timeout: int = 600, script: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m module args` (or `python <repo>/module args` with script=True) in a fresh
+    interpreter, as a user would from a shell."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "WANDB_MODE": "offline", "ADVMED_LOG_DIR": str(cwd / "outputs")}
     env.pop("WANDB_API_KEY", None)
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    command = [sys.executable, str(REPO_ROOT / module)] if script else [sys.executable, "-m", module]
+    proc = subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"python -m {module} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

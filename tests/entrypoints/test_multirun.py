@@ -60,3 +60,20 @@ def test_wandb_runs_offline_one_run_per_job_with_the_resolved_config(tmp_path):
         eps = name.split("=")[1]
         assert f'{{"_target_":"advmed.attacks.FGSM","eps":{eps},'.encode() in record_log, name
         assert b'"inference_mode":false' in record_log  # the trainer node: the whole config is attached
+
+
+def test_training_set_size_sweep_is_aggregated_into_one_table(tmp_path):
+    import csv
+
+    run_module("advmed.train", [
+        "-m", "experiment=pgd_study/train_size", *TINY, "study.eps=[0.01,0.2]", "study.max_iter=2",
+        "study.max_images=32", "data.train_fraction=0.5,1.0",
+    ], cwd=tmp_path)
+    sweep = next(tmp_path.glob("outputs/pgd_study/multiruns/*"))
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [job.split(",")[0] for job in jobs] == ["data.train_fraction=0.5", "data.train_fraction=1.0"]
+    run_module(str(Path("experiments/pgd_study/aggregate.py")), [str(sweep)], cwd=tmp_path, script=True)
+    rows = list(csv.DictReader((sweep / "train_size.csv").open()))
+    assert len(rows) == 4  # 2 fractions x 2 eps
+    assert {r["train_fraction"] for r in rows} == {"0.5", "1.0"}
+    assert (sweep / "fig3d_success_vs_train_size.png").is_file()

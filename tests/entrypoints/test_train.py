@@ -44,3 +44,19 @@ def test_adversarial_training_replaces_part_of_the_batch(tmp_path):
     ))
     assert "test/adv_acc" not in metrics  # attack=none: clean test only
     assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_training_runs_the_pgd_study_when_configured(tmp_path):
+    from advmed.train import train
+
+    metrics = train(compose_config(
+        "train",
+        ["experiment=pgd_study/synthetic", *TINY, "study.eps=[0.01,0.2]", "study.max_iter=3", "study.max_images=32"],
+        tmp_path,
+    ))
+    study_dir = tmp_path / "pgd_study"
+    for name in ("eps_sweep.csv", "iterations.csv", "confidence_bins.csv", "fig3a_success_vs_eps.png"):
+        assert (study_dir / name).is_file(), name
+    low, high = metrics["study/success_rate/eps=0.01"], metrics["study/success_rate/eps=0.2"]
+    assert 0.0 <= low <= high <= 1.0
+    assert read_metrics(tmp_path)["study/success_rate/eps=0.2"] == high
