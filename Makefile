@@ -37,7 +37,7 @@ lint: install ## ruff
 	$(PY) -m ruff check advmed tests experiments
 
 bench: install ## speed comparisons against the peer libraries (experiments/benchmarks)
-	$(PY) experiments/benchmarks/attacks.py
+	$(PY) experiments/benchmarks/attacks.py --arch resnet34 --image-size 64 --batch 32 --steps 10
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -1,17 +1,14 @@
-"""Figures of attacked images (matplotlib, Agg backend: no display needed)."""
+"""Figures of attacked images (matplotlib's Figure API: no display and no global backend change)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from advmed.utils.files import atomic_write  # noqa: E402
+from advmed.utils.files import atomic_write
 
 
 def _to_hwc(img: torch.Tensor):
@@ -39,7 +36,8 @@ def adversarial_grid(
         return class_names[i] if class_names else str(i)
 
     n = len(x)
-    fig, axes = plt.subplots(n, 3, figsize=(6.0, 2.1 * n), squeeze=False)
+    fig = Figure(figsize=(6.0, 2.1 * n))
+    axes = fig.subplots(n, 3, squeeze=False)
     for row in range(n):
         diff = (0.5 + amplify * (x_adv[row] - x[row])).clamp(0, 1)
         panels = [
@@ -53,5 +51,4 @@ def adversarial_grid(
             ax.axis("off")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
     return Path(path)

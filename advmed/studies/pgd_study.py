@@ -33,20 +33,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from advmed.attacks import PGD  # noqa: E402
-from advmed.attacks.base import check_alpha, check_eps, check_seed  # noqa: E402
-from advmed.metrics.attack_success import attack_success_mask  # noqa: E402
-from advmed.utils.files import atomic_write, write_json, write_text  # noqa: E402
-from advmed.utils.loggers import log_image, log_table  # noqa: E402
+from advmed.attacks import PGD
+from advmed.attacks.base import check_alpha, check_eps, check_seed
+from advmed.metrics.attack_success import attack_success_mask
+from advmed.utils.files import atomic_write, write_json, write_text
+from advmed.utils.loggers import log_image, log_table
 
 # The paper's grid: 0.02 .. 0.20 in steps of 0.02 (fractions of the [0, 1] intensity range).
 DEFAULT_EPS = tuple(round(0.02 * i, 2) for i in range(1, 11))
@@ -303,7 +301,6 @@ def write_csv(path: str | Path, table: Table) -> Path:
 def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
     return Path(path)
 
 
@@ -332,7 +329,8 @@ def plot_success_vs_eps(
     legend_title: str | None = None,
 ) -> Path:
     """Fig. 3a (one series) / 3d (one per training-set size): success rate (fractions) vs eps."""
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.subplots()
     for label, (eps, rate) in series.items():
         ax.plot(eps, [100 * r for r in rate], marker="o", label=label)
     _percent_axis(ax, "epsilon (fraction of the intensity range)")
@@ -344,9 +342,10 @@ def plot_success_vs_eps(
 
 def plot_success_vs_iterations(table: Table, path: str | Path) -> Path:
     """Fig. 3b: success rate vs PGD iterations, one line per eps."""
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.subplots()
     series = _by_eps(table, "iteration")
-    colors = plt.cm.viridis(torch.linspace(0, 0.9, len(series)).tolist())
+    colors = colormaps["viridis"](torch.linspace(0, 0.9, len(series)).tolist())
     for color, (eps, (steps, rate)) in zip(colors, series.items()):
         ax.plot(steps, rate, marker=".", color=color, label=f"{eps:g}")
     _percent_axis(ax, "PGD iterations")
@@ -357,7 +356,8 @@ def plot_success_vs_iterations(table: Table, path: str | Path) -> Path:
 
 def plot_success_vs_confidence(table: Table, bins: ConfidenceBins, n_below: int, path: str | Path) -> Path:
     """Fig. 3c: success rate per clean-confidence bin, one line per eps; grey bars: images per bin."""
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    fig = Figure(figsize=(5.6, 3.8))
+    ax = fig.subplots()
     edges = bins.edges().tolist()
     centres = [(lo + hi) / 2 for lo, hi in zip(edges[:-1], edges[1:])]
     counts = [row[table.columns.index("n_eligible")] for row in table.rows[: bins.n]]
@@ -367,7 +367,7 @@ def plot_success_vs_confidence(table: Table, bins: ConfidenceBins, n_below: int,
     ax.set_zorder(bars.get_zorder() + 1)
     ax.patch.set_visible(False)
     series = _by_eps(table, "bin")
-    colors = plt.cm.viridis(torch.linspace(0, 0.9, len(series)).tolist())
+    colors = colormaps["viridis"](torch.linspace(0, 0.9, len(series)).tolist())
     for color, (eps, (_, rate)) in zip(colors, series.items()):
         ax.plot(centres, rate, marker="o", color=color, label=f"{eps:g}")
     _percent_axis(ax, "clean confidence (max softmax probability)")
