@@ -11,10 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from advmed.attacks import build_attack
 from advmed.models import load_classifier
-from advmed.studies.robustness_report import robustness_rows, write_report
-from advmed.utils.loggers import log_table
+from advmed.studies.robustness_report import write_report
 from advmed.utils.resolvers import register_resolvers
-from advmed.utils.run import build_trainer, finish_loggers, output_dir
+from advmed.utils.run import build_trainer, finish_loggers, output_dir, seed_run
 
 register_resolvers()
 
@@ -24,12 +23,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     module = load_classifier(cfg.ckpt_path, num_classes=datamodule.num_classes, in_channels=datamodule.in_channels)
     module.test_attack = build_attack(cfg.get("attack"))
+    seed_run(cfg)  # the attack's random start
     trainer = build_trainer(cfg)
     try:
         metrics = trainer.test(module, datamodule=datamodule)[0]
         attack_cfg = OmegaConf.to_container(cfg.attack, resolve=True) if cfg.get("attack") else None
         report = write_report(output_dir(cfg), metrics, attack_cfg, str(cfg.ckpt_path), cfg.data._target_.rsplit(".", 1)[-1])
-        log_table(trainer.loggers, "test/robustness", ["metric", "value"], robustness_rows(metrics))
         print(report.read_text())
         print(f"report written to {report}")
         return metrics

@@ -17,7 +17,7 @@ from advmed.models import load_classifier
 from advmed.studies.pgd_study import StudySettings, run_pgd_study
 from advmed.utils.loggers import markdown_table
 from advmed.utils.resolvers import register_resolvers
-from advmed.utils.run import build_trainer, finish_loggers, output_dir
+from advmed.utils.run import build_trainer, finish_loggers, output_dir, seed_run
 
 register_resolvers()
 
@@ -29,7 +29,8 @@ def study(cfg: DictConfig) -> dict[str, float]:
     settings = StudySettings.from_config(cfg.study)  # bad settings fail before anything loads
     datamodule = instantiate(cfg.data)
     module = load_classifier(cfg.ckpt_path, num_classes=datamodule.num_classes, in_channels=datamodule.in_channels)
-    # The trainer is never fitted: it seeds, builds the loggers and picks the device (trainer=gpu, ...).
+    seed_run(cfg)
+    # The trainer is never fitted: it builds the loggers and picks the device (trainer=gpu, ...).
     trainer = build_trainer(cfg)
     try:
         out = output_dir(cfg)

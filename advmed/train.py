@@ -16,7 +16,7 @@ from advmed.studies.pgd_study import StudySettings, run_pgd_study
 from advmed.studies.robustness_report import write_report
 from advmed.utils.files import write_json
 from advmed.utils.resolvers import register_resolvers
-from advmed.utils.run import build_trainer, finish_loggers, output_dir
+from advmed.utils.run import build_trainer, finish_loggers, output_dir, seed_run
 
 register_resolvers()
 
@@ -27,17 +27,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     With a ``study`` node (conf/experiment/pgd_study/*) the PGD attack-success study of the best
     checkpoint runs after fit and writes into ``<run dir>/pgd_study``.
     """
-    # Check the study settings before training, so that a typo does not cost a whole fit.
+    # Check everything the config describes before training, so that a typo costs no fit and
+    # a failed run leaves no logger files behind.
     study = StudySettings.from_config(cfg.study) if cfg.get("study") else None
+    seed_run(cfg)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(
+        cfg.model,
+        train_attack=build_attack(cfg.get("train_attack")),
+        test_attack=build_attack(cfg.get("attack")),
+        _recursive_=False,  # optimizer/scheduler stay configs; the module builds them
+    )
     trainer = build_trainer(cfg)
     try:
-        datamodule = instantiate(cfg.data)
-        model = instantiate(
-            cfg.model,
-            train_attack=build_attack(cfg.get("train_attack")),
-            test_attack=build_attack(cfg.get("attack")),
-            _recursive_=False,  # optimizer/scheduler stay configs; the module builds them
-        )
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
 
 def log_image(loggers: Sequence[Logger], key: str, path: str | Path) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[str(path)])
-        elif hasattr(logger.experiment, "add_image"):  # TensorBoard-like
+        elif isinstance(logger, TensorBoardLogger):
             import numpy as np
             from PIL import Image
 
@@ -29,7 +29,7 @@ def log_table(loggers: Sequence[Logger], key: str, columns: list[str], rows: lis
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.log_table(key=key, columns=columns, data=rows)
-        elif hasattr(logger.experiment, "add_text"):
+        elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_text(key, markdown_table(columns, rows))
 
 

@@ -12,12 +12,18 @@ from omegaconf import DictConfig, OmegaConf
 from advmed.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """Seed everything, then build the Trainer with the configured callbacks and loggers.
-
-    The fully resolved config is attached to every logger (W&B shows it as the run config).
-    """
+def seed_run(cfg: DictConfig) -> None:
+    """Seed Python, NumPy and torch (and dataloader workers) from ``cfg.seed``: CPU runs repeat exactly."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """Build the Trainer with the configured callbacks and loggers.
+
+    Entry points call this after the data, model and attack configs have been checked, so a bad
+    config fails before a logger writes anything. The fully resolved config is attached to every
+    logger (W&B shows it as the run config).
+    """
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")), logger=loggers or False)
     config = OmegaConf.to_container(cfg, resolve=True)

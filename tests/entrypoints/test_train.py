@@ -60,3 +60,15 @@ def test_training_runs_the_pgd_study_when_configured(tmp_path):
     low, high = metrics["study/success_rate/eps=0.01"], metrics["study/success_rate/eps=0.2"]
     assert 0.0 <= low <= high <= 1.0
     assert read_metrics(tmp_path)["study/success_rate/eps=0.2"] == high
+
+
+def test_bad_data_root_fails_before_anything_is_written(tmp_path):
+    import pytest
+
+    from advmed.train import train
+
+    run_dir = tmp_path / "run"
+    cfg = compose_config("train", ["data=nct_crc_he", f"data.root={tmp_path / 'missing'}"], run_dir)
+    with pytest.raises(Exception, match="does not exist.*Zenodo record 1214456"):
+        train(cfg)
+    assert list(run_dir.iterdir()) == []
