@@ -7,7 +7,7 @@ DEMO_DIR ?= outputs/demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint bench clean
+.PHONY: help install demo test test-full lint bench paper-pgd-study clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -38,6 +38,11 @@ lint: install ## ruff
 
 bench: install ## speed comparisons against the peer libraries (experiments/benchmarks)
 	$(PY) experiments/benchmarks/attacks.py --arch resnet34 --image-size 64 --batch 32 --steps 10
+
+paper-pgd-study: install ## PGD attack-success study (Fig. 3a-d) on synthetic histology; see experiments/pgd_study/README.md
+	$(PY) -m advmed.train experiment=pgd_study/synthetic hydra.run.dir=outputs/paper_pgd_study/train
+	$(PY) -m advmed.train -m experiment=pgd_study/train_size hydra.sweep.dir=outputs/paper_pgd_study/train_size
+	$(PY) experiments/pgd_study/aggregate.py outputs/paper_pgd_study/train_size
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache
