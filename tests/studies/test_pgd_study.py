@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -35,13 +36,16 @@ def read_csv(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-class RecordingLogger:
-    """Stands in for a TensorBoard-like logger: log_table / log_image only use ``.experiment``."""
+class RecordingLogger(TensorBoardLogger):
+    """A TensorBoard logger whose SummaryWriter records calls (tensorboard itself is not installed)."""
 
-    def __init__(self) -> None:
-        self.experiment = self
+    def __init__(self) -> None:  # no super().__init__: it would require the tensorboard package
         self.texts: dict[str, str] = {}
         self.images: dict[str, tuple] = {}
+
+    @property
+    def experiment(self):
+        return self
 
     def add_text(self, key, text) -> None:
         self.texts[key] = text
