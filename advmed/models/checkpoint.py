@@ -39,7 +39,7 @@ def load_classifier(
     checkpoint's; a mismatch raises instead of silently attacking the wrong label space.
     """
     ckpt = read_checkpoint(path)
-    hparams = ckpt.get("hyper_parameters") or {}
+    hparams = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not _CLASSIFIER_KEYS <= set(hparams):
         saved_by = hparams.get("_class_path") or sorted(hparams)[:5] or "no hyper-parameters"
         raise ValueError(

@@ -9,7 +9,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from advmed.utils.instantiate import instantiate_callbacks, instantiate_loggers
+
+def instantiate_group(cfg: DictConfig | None) -> list:
+    """The objects of a group of named ``_target_`` entries (``callbacks:``, ``logger:``); none for null."""
+    return [instantiate(entry) for entry in (cfg or {}).values() if entry and "_target_" in entry]
 
 
 def seed_run(cfg: DictConfig) -> None:
@@ -24,8 +27,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     config fails before a logger writes anything. The fully resolved config is attached to every
     logger (W&B shows it as the run config).
     """
-    loggers = instantiate_loggers(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")), logger=loggers or False)
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(config)
@@ -35,6 +38,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 def finish_loggers(loggers: list[Logger]) -> None:
     """Close W&B runs so the next job of a sequential multirun starts its own run."""
     for logger in loggers:
+        # `_experiment`, not `.experiment`: reading the property would start a run only to end it.
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             logger.experiment.finish()
 

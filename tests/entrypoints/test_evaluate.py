@@ -38,6 +38,15 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
         evaluate(cfg)
 
 
+def test_checkpoint_holding_a_bare_tensor_is_refused(tmp_path):
+    from advmed.models import load_classifier
+
+    path = tmp_path / "weights.pt"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(ValueError, match="not an advmed ClassifierModule checkpoint"):
+        load_classifier(path)
+
+
 def test_corrupt_checkpoint_is_refused(tmp_path):
     from advmed.models import read_checkpoint
 

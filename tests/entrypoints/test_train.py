@@ -34,7 +34,7 @@ def test_same_seed_gives_same_test_metrics_on_cpu(trained_run, tmp_path):
         assert again[key] == first[key], key
 
 
-def test_adversarial_training_replaces_part_of_the_batch(tmp_path):
+def test_adversarial_training_runs_from_command_line_overrides(tmp_path):
     from advmed.train import train
 
     metrics = train(compose_config(

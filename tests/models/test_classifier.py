@@ -17,7 +17,7 @@ def test_nan_loss_is_a_clear_error():
         module.training_step((x, torch.tensor([0, 1, 2, 0])), 0)
 
 
-def test_adversarial_training_attacks_the_requested_fraction(monkeypatch):
+def test_adversarial_training_attacks_the_requested_fraction():
     seen = []
 
     class Recording(FGSM):
