@@ -5,9 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= outputs/demo
 PYTEST_ARGS ?=
+PAPER_SNAP_DIR ?= outputs/paper_snap
+PAPER_SNAP_AREAS ?= 0.02,0.05,0.1
+PAPER_SNAP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint bench paper-pgd-study clean
+.PHONY: help install demo test test-full lint bench paper-pgd-study paper-snap clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -38,11 +41,18 @@ lint: install ## ruff
 
 bench: install ## speed comparisons against the peer libraries (experiments/benchmarks)
 	$(PY) experiments/benchmarks/attacks.py --arch resnet34 --image-size 64 --batch 32 --steps 10
+	$(PY) experiments/benchmarks/snap.py --arch resnet50 --image-size 64 --batch 32 --steps 10
 
 paper-pgd-study: install ## PGD attack-success study (Fig. 3a-d) on synthetic histology; see experiments/pgd_study/README.md
 	$(PY) -m advmed.train experiment=pgd_study/synthetic hydra.run.dir=outputs/paper_pgd_study/train
 	$(PY) -m advmed.train -m experiment=pgd_study/train_size hydra.sweep.dir=outputs/paper_pgd_study/train_size
 	$(PY) experiments/pgd_study/aggregate.py outputs/paper_pgd_study/train_size
+
+paper-snap: install ## SNAP patches on synthetic lymph nodes: ResNet50, area sweep, table; see experiments/snap/README.md
+	rm -rf $(PAPER_SNAP_DIR)
+	$(PY) -m advmed.train experiment=snap/synthetic_resnet50 test=false $(PAPER_SNAP_ARGS) hydra.run.dir=$(PAPER_SNAP_DIR)/train
+	$(PY) -m advmed.evaluate -m experiment=snap/synthetic_resnet50 $(PAPER_SNAP_ARGS) ckpt_path=$(PAPER_SNAP_DIR)/train/checkpoints/best.ckpt attack.area_fraction=$(PAPER_SNAP_AREAS) hydra.sweep.dir=$(PAPER_SNAP_DIR)/area_sweep
+	$(PY) experiments/snap/aggregate.py $(PAPER_SNAP_DIR)/area_sweep --headline 0.1 --output-dir $(PAPER_SNAP_DIR)
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

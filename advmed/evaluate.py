@@ -1,19 +1,28 @@
-"""Evaluate a trained classifier clean and under an attack; write report.md and a PNG grid.
+"""Test a trained checkpoint (any advmed module) clean and under an attack; write report.md and a PNG grid.
 
     python -m advmed.evaluate ckpt_path=outputs/.../checkpoints/best.ckpt attack=pgd attack.eps=0.03
+    python -m advmed.evaluate ckpt_path=... data=hcd data.root=/data/hcd attack=snap
 """
 
 from __future__ import annotations
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from advmed.attacks import build_attack
-from advmed.models import load_classifier
+from advmed.models import load_module
 from advmed.studies.robustness_report import write_report
 from advmed.utils.resolvers import register_resolvers
-from advmed.utils.run import build_trainer, finish_loggers, output_dir, seed_run
+from advmed.utils.run import (
+    build_trainer,
+    data_name,
+    finish_loggers,
+    output_dir,
+    plain,
+    run_metrics,
+    seed_run,
+)
 
 register_resolvers()
 
@@ -21,14 +30,15 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on the data's test split, clean and under ``cfg.attack``."""
     datamodule = instantiate(cfg.data)
-    module = load_classifier(cfg.ckpt_path, num_classes=datamodule.num_classes, in_channels=datamodule.in_channels)
-    module.test_attack = build_attack(cfg.get("attack"))
+    attack = build_attack(cfg.get("attack"))
+    module = load_module(cfg.ckpt_path, datamodule=datamodule)
+    module.test_attack = attack
     seed_run(cfg)  # the attack's random start
     trainer = build_trainer(cfg)
     try:
-        metrics = trainer.test(module, datamodule=datamodule)[0]
-        attack_cfg = OmegaConf.to_container(cfg.attack, resolve=True) if cfg.get("attack") else None
-        report = write_report(output_dir(cfg), metrics, attack_cfg, str(cfg.ckpt_path), cfg.data._target_.rsplit(".", 1)[-1])
+        trainer.test(module, datamodule=datamodule)
+        metrics = run_metrics(trainer)
+        report = write_report(output_dir(cfg), metrics, plain(cfg.get("attack")), str(cfg.ckpt_path), data_name(cfg))
         print(report.read_text())
         print(f"report written to {report}")
         return metrics

@@ -13,7 +13,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from advmed.models import load_classifier
+from advmed.models import ClassifierModule, load_module
 from advmed.studies.pgd_study import StudySettings, run_pgd_study
 from advmed.utils.loggers import markdown_table
 from advmed.utils.resolvers import register_resolvers
@@ -28,7 +28,7 @@ def study(cfg: DictConfig) -> dict[str, float]:
     """Run the study of ``cfg.ckpt_path`` on the test split of ``cfg.data``; return the success rates."""
     settings = StudySettings.from_config(cfg.study)  # bad settings fail before anything loads
     datamodule = instantiate(cfg.data)
-    module = load_classifier(cfg.ckpt_path, num_classes=datamodule.num_classes, in_channels=datamodule.in_channels)
+    module = load_module(cfg.ckpt_path, ClassifierModule, datamodule)
     seed_run(cfg)
     # The trainer is never fitted: it builds the loggers and picks the device (trainer=gpu, ...).
     trainer = build_trainer(cfg)

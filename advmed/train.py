@@ -1,56 +1,64 @@
-"""Train a model, then test it clean and under the configured attack.
+"""Train any advmed LightningModule, then test its best checkpoint.
 
     python -m advmed.train experiment=demo
     python -m advmed.train -m experiment=demo attack.eps=0.02,0.05
+    python -m advmed.train experiment=snap/universal model.classifier_ckpt=<run>/checkpoints/best.ckpt
+
+Nothing here knows which model it fits (DESIGN contract 8): the model's own hooks do its
+family's work (its test step reports clean and attacked metrics) and callbacks chosen in config
+do the rest (image grids, tables, the PGD study of ``experiment=pgd_study/*``).
 """
 
 from __future__ import annotations
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from advmed.attacks import build_attack
-from advmed.models import load_classifier
-from advmed.studies.pgd_study import StudySettings, run_pgd_study
 from advmed.studies.robustness_report import write_report
 from advmed.utils.files import write_json
 from advmed.utils.resolvers import register_resolvers
-from advmed.utils.run import build_trainer, finish_loggers, output_dir, seed_run
+from advmed.utils.run import (
+    build_trainer,
+    data_name,
+    finish_loggers,
+    output_dir,
+    plain,
+    run_metrics,
+    seed_run,
+)
 
 register_resolvers()
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test the best checkpoint, write metrics.json (and report.md when attacked); return metrics.
-
-    With a ``study`` node (conf/experiment/pgd_study/*) the PGD attack-success study of the best
-    checkpoint runs after fit and writes into ``<run dir>/pgd_study``.
-    """
-    # Check everything the config describes before training, so that a typo costs no fit and
-    # a failed run leaves no logger files behind.
-    study = StudySettings.from_config(cfg.study) if cfg.get("study") else None
-    seed_run(cfg)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(
+def build_model(cfg: DictConfig):
+    """The model of ``cfg.model``, given the configured attacks (only those that are set)."""
+    attacks = {name: build_attack(cfg.get(key)) for name, key in (("train_attack", "train_attack"), ("test_attack", "attack"))}
+    return instantiate(
         cfg.model,
-        train_attack=build_attack(cfg.get("train_attack")),
-        test_attack=build_attack(cfg.get("attack")),
+        **{name: attack for name, attack in attacks.items() if attack is not None},
         _recursive_=False,  # optimizer/scheduler stay configs; the module builds them
     )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, test the best checkpoint, write metrics.json and report.md; return the metrics."""
+    # Build everything the config describes before training, so that a typo costs no fit and
+    # a failed run leaves no logger files behind.
+    seed_run(cfg)
+    datamodule = instantiate(cfg.data)
+    model = build_model(cfg)
+    model.check_datamodule(datamodule)
     trainer = build_trainer(cfg)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if study is not None:
-            studied = load_classifier(best, datamodule.num_classes, datamodule.in_channels) if best else model
-            metrics.update(run_pgd_study(studied, datamodule, study, output_dir(cfg) / "pgd_study", trainer.loggers,
-                                         device=trainer.strategy.root_device))
+        metrics = run_metrics(trainer)
         if cfg.get("test"):
-            metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=best or None)[0])
-            attack_cfg = OmegaConf.to_container(cfg.attack, resolve=True) if cfg.get("attack") else None
-            write_report(output_dir(cfg), metrics, attack_cfg, best, cfg.data._target_.rsplit(".", 1)[-1])
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+            metrics = run_metrics(trainer, metrics)
+            write_report(output_dir(cfg), metrics, plain(cfg.get("attack")), best, data_name(cfg))
         else:
             write_json(output_dir(cfg) / "metrics.json", {"metrics": metrics, "ckpt_path": best})
         print(f"best checkpoint: {best}")

@@ -16,17 +16,19 @@ from collections.abc import Mapping
 
 from hydra.utils import instantiate
 
-# `X as X`: Attack, IterativeAttack and AttackTrace are public but stay out of __all__ (attack classes only).
+# `X as X`: Attack, AttackResult, IterativeAttack and AttackTrace are public but stay out of __all__ (attack classes only).
 from advmed.attacks.base import Attack as Attack
+from advmed.attacks.base import AttackResult as AttackResult
 from advmed.attacks.base import IterativeAttack as IterativeAttack
 from advmed.attacks.bim import BIM
 from advmed.attacks.fgsm import FGSM
 from advmed.attacks.inverse_fgsm import InverseFGSM
 from advmed.attacks.pgd import PGD
 from advmed.attacks.pgd_l2 import PGDL2
+from advmed.attacks.snap import SNAP
 from advmed.attacks.trace import AttackTrace as AttackTrace
 
-__all__ = ["FGSM", "InverseFGSM", "BIM", "PGD", "PGDL2"]
+__all__ = ["FGSM", "InverseFGSM", "BIM", "PGD", "PGDL2", "SNAP"]
 
 
 def build_attack(cfg: Mapping | None) -> Attack | None:
@@ -34,4 +36,9 @@ def build_attack(cfg: Mapping | None) -> Attack | None:
     (``attack=none``: None or an empty config)."""
     if cfg is None or len(cfg) == 0:
         return None
+    if "_target_" not in cfg:
+        raise ValueError(
+            f"the attack config {dict(cfg)} names no attack (_target_): choose one with attack=<name> "
+            "(fgsm, pgd, snap, ...) before setting attack.* values, or drop those values for attack=none"
+        )
     return instantiate(cfg)

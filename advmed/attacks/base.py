@@ -16,6 +16,7 @@ import abc
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from numbers import Real
 from typing import ClassVar
@@ -230,6 +231,7 @@ class AttackBatch:
                 raise ValueError(
                     f"{name} holds labels in [{lo.item()}, {hi.item()}], outside [0, {k - 1}] "
                     f"for a model with K={k} classes"
+                    + (": set target_class to a class index below K" if name == "target" else "")
                 )
         if attack.loss_classes is not None and max(attack.loss_classes) >= k:
             raise ValueError(f"loss_classes={list(attack.loss_classes)} has classes >= K={k}")
@@ -266,6 +268,22 @@ class AttackBatch:
         (grad,) = torch.autograd.grad(objective.sum(), leaf)
         return logits.detach(), grad
 
+    def goal_confidence(self, logits: Tensor, idx: Tensor | None) -> Tensor:
+        """Per sample: the model's probability of the attack's goal at the logits' iterate.
+        Targeted: p(target); untargeted: the largest probability of a wrong class. Segmentation:
+        the mean over the loss's pixels."""
+        ref, weight = self._select(idx)
+        probs = logits.float().softmax(1)
+        if self._attack.targeted:
+            goal = probs.gather(1, ref.unsqueeze(1)).squeeze(1)
+        else:
+            goal = probs.scatter(1, ref.unsqueeze(1), 0.0).amax(1)
+        n = goal.shape[0]
+        if weight is None:
+            return goal.reshape(n, -1).mean(1)
+        weight = weight.reshape(n, -1)
+        return (goal.reshape(n, -1) * weight).sum(1) / weight.sum(1).clamp_min(1)
+
     def fooled(self, logits: Tensor, idx: Tensor | None) -> Tensor:
         """Per sample: is the model fooled at the logits' iterate? Untargeted: prediction != y;
         targeted: prediction == target. Segmentation: the fooled fraction of the loss's pixels
@@ -280,6 +298,28 @@ class AttackBatch:
             weight = weight.reshape(n, -1)
             frac = (hit.reshape(n, -1) * weight).sum(1) / weight.sum(1).clamp_min(1)
         return frac >= self._attack.fooled_fraction
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class AttackResult:
+    """What one call of :meth:`Attack.run` produced.
+
+    Attributes:
+        x_adv: the adversarial images, shape, dtype and device of ``x``.
+        trace: the per-step record of an iterative attack built with ``trace=True``, else None.
+        region: bool ``(N, 1, H, W)``, the pixels the attack was allowed to change when its
+            budget is a region (patch attacks); None when it may change every pixel.
+        stats: per-sample figures an attack reports beyond the perturbation size, name ->
+            ``(N,)`` tensor (e.g. SNAP's ``area_fraction``); callers log their means.
+    """
+
+    x_adv: Tensor
+    trace: AttackTrace | None = None
+    region: Tensor | None = None
+    stats: dict[str, Tensor] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- base classes
@@ -353,8 +393,20 @@ class Attack(abc.ABC):
 
         Returns:
             ``x_adv`` (shape, dtype and device of ``x``), or ``(x_adv, trace)`` for an
-            iterative attack built with ``trace=True``.
+            iterative attack built with ``trace=True``. :meth:`run` returns everything.
         """
+        result = self.run(model, x, y, target, mask)
+        return (result.x_adv, result.trace) if self.trace else result.x_adv
+
+    def run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> AttackResult:
+        """Like calling the attack, but returns the whole :class:`AttackResult` (region, stats)."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 f"{type(self).__name__} needs gradients but was called under torch.inference_mode(); "
@@ -365,13 +417,13 @@ class Attack(abc.ABC):
         if self.channels_last:
             batch.x = batch.x.contiguous(memory_format=torch.channels_last)
         with eval_mode(model), torch.enable_grad():
-            x_adv, trace = self._perturb(batch)
+            result = self._perturb(batch)
         if self.channels_last and x.is_contiguous():
-            x_adv = x_adv.contiguous()
-        return (x_adv, trace) if self.trace else x_adv
+            result.x_adv = result.x_adv.contiguous()
+        return result
 
     @abc.abstractmethod
-    def _perturb(self, batch: AttackBatch) -> tuple[Tensor, AttackTrace | None]:
+    def _perturb(self, batch: AttackBatch) -> AttackResult:
         """The adversarial images for ``batch`` (and the trace when ``self.trace``)."""
 
     def __repr__(self) -> str:
@@ -431,7 +483,7 @@ class IterativeAttack(Attack):
         """A new iterate: ascend along ``grad``, project onto the budget around ``x`` and onto [0, 1].
         ``grad`` is the attack's own buffer and may be overwritten."""
 
-    def _perturb(self, batch: AttackBatch) -> tuple[Tensor, AttackTrace | None]:
+    def _perturb(self, batch: AttackBatch) -> AttackResult:
         x = batch.x
         x_adv = self._start(x)
         recorder = TraceRecorder(batch.y, self.steps) if self.trace else None
@@ -464,4 +516,4 @@ class IterativeAttack(Attack):
             moved = x_adv if active is None else x_adv[active]
             trace = recorder.finish(batch.predict(moved) if moved.shape[0] else None, active)
         # Never hand back the caller's own storage (every sample may have been fooled at x).
-        return (x.clone() if x_adv is x else x_adv), trace
+        return AttackResult(x.clone() if x_adv is x else x_adv, trace)

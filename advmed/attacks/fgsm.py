@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from advmed.attacks.base import Attack, AttackBatch
+from advmed.attacks.base import Attack, AttackBatch, AttackResult
 
 
 class FGSM(Attack):
@@ -20,6 +19,6 @@ class FGSM(Attack):
     # +1 ascends the objective; InverseFGSM descends it.
     _direction: float = 1.0
 
-    def _perturb(self, batch: AttackBatch) -> tuple[Tensor, None]:
+    def _perturb(self, batch: AttackBatch) -> AttackResult:
         _, grad = batch.gradient(batch.x, None)
-        return torch.add(batch.x, grad.sign_(), alpha=self._direction * self.eps).clamp_(0, 1), None
+        return AttackResult(torch.add(batch.x, grad.sign_(), alpha=self._direction * self.eps).clamp_(0, 1))

@@ -1,6 +1,7 @@
 """Lightning callbacks that work with any logger."""
 
 from advmed.callbacks.adversarial_examples import AdversarialExamplesCallback
+from advmed.callbacks.pgd_study import PGDStudyCallback
 from advmed.callbacks.robustness_table import RobustnessTableCallback
 
-__all__ = ["AdversarialExamplesCallback", "RobustnessTableCallback"]
+__all__ = ["AdversarialExamplesCallback", "PGDStudyCallback", "RobustnessTableCallback"]

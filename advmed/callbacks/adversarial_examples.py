@@ -12,7 +12,8 @@ from advmed.utils.loggers import log_image
 
 
 class AdversarialExamplesCallback(L.Callback):
-    """Collects the first ``num_images`` test images with their attacked versions.
+    """Collects the first ``num_images`` test images with their attacked versions (and the
+    outlines of a patch attack's mask).
 
     Works with any logger: the PNG is written to ``output_dir`` and handed to
     :func:`advmed.utils.loggers.log_image`. Does nothing when the test ran without an attack.
@@ -35,8 +36,9 @@ class AdversarialExamplesCallback(L.Callback):
         take = self.num_images - have
         if take <= 0:
             return
-        for key in ("x", "x_adv", "y", "pred", "adv_pred"):
-            self._examples.setdefault(key, []).append(outputs[key][:take].detach().cpu())
+        for key in ("x", "x_adv", "y", "pred", "adv_pred", "region"):
+            if outputs.get(key) is not None:  # region: only patch attacks have one
+                self._examples.setdefault(key, []).append(outputs[key][:take].detach().cpu())
 
     def on_test_end(self, trainer, pl_module) -> None:
         if not self._examples or not trainer.is_global_zero:

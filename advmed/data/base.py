@@ -73,6 +73,23 @@ def to_float_image(image: torch.Tensor, size: int | None = None) -> torch.Tensor
     return x
 
 
+def center_crop(image: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The central ``size`` x ``size`` region of a (..., H, W) image; ``None`` returns it unchanged.
+
+    An odd margin puts the extra pixel after the region (96 -> 32 keeps rows and columns 32..63,
+    the centre region PCam labels refer to).
+    """
+    if size is None:
+        return image
+    height, width = image.shape[-2:]
+    if not 0 < size <= min(height, width):
+        raise ValueError(
+            f"center_crop={size} does not fit a {height}x{width} image; use 1..{min(height, width)}"
+        )
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[..., top : top + size, left : left + size]
+
+
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into ``(selected, rest)`` keeping ``fraction`` of every class.
 

@@ -99,6 +99,16 @@ def _warn_once(kind: str, message: str) -> None:
         warnings.warn(message, UserWarning, stacklevel=3)
 
 
+def existing_folder(path: str | Path | None, what: str, hint: str) -> Path:
+    """``path`` as an existing folder, or a FileNotFoundError naming ``what`` and how to fix it (``hint``)."""
+    if path is None or not str(path).strip():
+        raise FileNotFoundError(f"{what} folder is not set. {hint}")
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} folder {path} does not exist. {hint}")
+    return path
+
+
 def scan_class_folders(
     root: str | Path,
     class_names: Sequence[str],

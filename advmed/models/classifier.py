@@ -5,30 +5,25 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from advmed.metrics import AttackSuccessRate
+from advmed.metrics.robustness import AdversarialClassificationMetrics, attack_targets
+from advmed.models.base import AdvmedModule
 from advmed.nets import ResNetClassifier
+from advmed.utils.run import plain
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
-
-
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(AdvmedModule):
     """Trains a ResNet on [0, 1] images; tests it clean and under an attack.
 
     All constructor arguments except the two attacks are plain values and are saved in the
-    checkpoint, so ``load_classifier(path)`` rebuilds the network with no config at hand.
+    checkpoint, so ``load_module(path)`` rebuilds the network with no config at hand.
 
     Args:
-        arch, num_classes, in_channels, pretrained_path: passed to :class:`ResNetClassifier`.
+        arch, num_classes, in_channels, pretrained_path, pretrained_missing: passed to :class:`ResNetClassifier`.
         class_names, image_size: recorded so that evaluation can check the data matches.
         optimizer: a Hydra ``_target_`` dict for a ``torch.optim`` optimizer (params are added).
         scheduler: an optional ``_target_`` dict for a ``torch.optim.lr_scheduler`` scheduler.
@@ -37,7 +32,8 @@ class ClassifierModule(L.LightningModule):
         channels_last: run the network in channels-last memory format (faster on GPUs).
         train_attack: attack used for adversarial training (not saved in the checkpoint).
         test_attack: attack applied in ``test_step``; adds ``test/adv_acc``,
-            ``test/attack_success_rate`` and the mean L-inf / L2 size of the perturbation.
+            ``test/attack_success_rate`` (targeted attacks: moved to their target class), the mean
+            L-inf / L2 size of the perturbation and the attack's own stats (e.g. ``test/area_fraction``).
     """
 
     def __init__(
@@ -46,6 +42,7 @@ class ClassifierModule(L.LightningModule):
         num_classes: int = 9,
         in_channels: int = 3,
         pretrained_path: str | None = None,
+        pretrained_missing: str = "error",
         class_names: list[str] | None = None,
         image_size: int | None = None,
         optimizer: dict[str, Any] | None = None,
@@ -63,9 +60,9 @@ class ClassifierModule(L.LightningModule):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
         # Plain containers, so the checkpoint loads with weights_only=True (no OmegaConf objects).
-        optimizer, scheduler, class_names = (_plain(v) for v in (optimizer, scheduler, class_names))
+        optimizer, scheduler, class_names = (plain(v) for v in (optimizer, scheduler, class_names))
         self.save_hyperparameters(ignore=["train_attack", "test_attack"])
-        self.net = ResNetClassifier(arch, num_classes, in_channels, pretrained_path)
+        self.net = ResNetClassifier(arch, num_classes, in_channels, pretrained_path, pretrained_missing)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.train_attack = train_attack
@@ -74,9 +71,13 @@ class ClassifierModule(L.LightningModule):
         def acc() -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes=num_classes, average="micro")
 
-        self.train_acc, self.val_acc, self.test_acc, self.test_adv_acc = acc(), acc(), acc(), acc()
-        self.test_success = AttackSuccessRate()
-        self.test_linf, self.test_l2 = MeanMetric(), MeanMetric()
+        self.train_acc, self.val_acc, self.test_acc = acc(), acc(), acc()
+        self.test_adversarial = AdversarialClassificationMetrics(num_classes, prefix="test")
+
+    @classmethod
+    def restore_kwargs(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        # The ImageNet file is not needed to restore trained weights (and may be absent here).
+        return {**hparams, "pretrained_path": None}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -123,19 +124,12 @@ class ClassifierModule(L.LightningModule):
         out = {"x": x, "y": y, "pred": pred, "confidence": logits.softmax(1).amax(1)}
         if self.test_attack is None:
             return out
-        x_adv = self.test_attack(self, x, y)
-        adv_logits = self(x_adv)
+        result = self.test_attack.run(self, x, y)
+        adv_logits = self(result.x_adv)
         adv_pred = adv_logits.argmax(1)
-        delta = (x_adv - x).flatten(1)
-        self.test_adv_acc(adv_pred, y)
-        self.test_success(pred, adv_pred, y)
-        self.test_linf(delta.abs().amax(1))
-        self.test_l2(delta.norm(dim=1))
-        self.log("test/adv_acc", self.test_adv_acc)
-        self.log("test/attack_success_rate", self.test_success)
-        self.log("test/linf", self.test_linf)
-        self.log("test/l2", self.test_l2)
-        out.update(x_adv=x_adv, adv_pred=adv_pred, adv_confidence=adv_logits.softmax(1).amax(1))
+        self.test_adversarial.update(x, y, pred, adv_pred, result, attack_targets(self.test_attack, y))
+        self.test_adversarial.log_to(self)
+        out.update(x_adv=result.x_adv, adv_pred=adv_pred, adv_confidence=adv_logits.softmax(1).amax(1), region=result.region)
         return out
 
     def configure_optimizers(self):

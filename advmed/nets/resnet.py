@@ -6,6 +6,7 @@ fraction of the intensity range, as in the papers, whatever backbone sits behind
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,9 +71,13 @@ class ResNetClassifier(nn.Module):
         pretrained_path: ``None``, a local ``.pth`` state dict of the torchvision ImageNet
             model, or ``"imagenet"`` for the file in the torch cache. The ImageNet head is
             dropped; only the backbone is loaded.
+        pretrained_missing: what a missing weights file does: ``"error"`` (say which file to put
+            where) or ``"warn"`` (train from scratch with a warning; the SNAP experiments use it:
+            ImageNet weights when the user has them, otherwise still a run).
     """
 
-    def __init__(self, arch: str = "resnet34", num_classes: int = 9, in_channels: int = 3, pretrained_path: str | None = None):
+    def __init__(self, arch: str = "resnet34", num_classes: int = 9, in_channels: int = 3,
+                 pretrained_path: str | None = None, pretrained_missing: str = "error"):
         super().__init__()
         if arch not in RESNET_WEIGHTS:
             raise ValueError(f"model.arch='{arch}' is not supported; choose one of {sorted(RESNET_WEIGHTS)}")
@@ -82,8 +87,17 @@ class ResNetClassifier(nn.Module):
             raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
         self.normalize = ImageNetNormalize()
         self.backbone = getattr(torchvision.models, arch)(weights=None)
+        if pretrained_missing not in ("error", "warn"):
+            raise ValueError(f"model.pretrained_missing must be 'error' or 'warn', got {pretrained_missing!r}")
         if pretrained_path is not None:
-            path = resolve_pretrained_path(arch, pretrained_path)
+            try:
+                path = resolve_pretrained_path(arch, pretrained_path)
+            except FileNotFoundError as err:
+                if pretrained_missing == "error":
+                    raise
+                warnings.warn(f"{err} Training {arch} from scratch instead (model.pretrained_missing=warn).", stacklevel=2)
+                pretrained_path = None
+        if pretrained_path is not None:
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             missing, unexpected = self.backbone.load_state_dict(state, strict=False)

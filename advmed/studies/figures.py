@@ -25,11 +25,14 @@ def adversarial_grid(
     adv_pred: torch.Tensor,
     class_names: Sequence[str] | None = None,
     amplify: float = 10.0,
+    region: torch.Tensor | None = None,
 ) -> Path:
     """Write a PNG grid: one row per image, columns clean | adversarial | amplified difference.
 
     The difference is shown as ``0.5 + amplify * (x_adv - x)`` so that small perturbations
-    (eps of a few percent) become visible; titles give the true and predicted labels.
+    (eps of a few percent) become visible; titles give the true and predicted labels. With
+    ``region`` (bool ``(N, 1, H, W)``, a patch attack's mask) its outlines are drawn on the clean
+    and adversarial images.
     """
 
     def name(i: int) -> str:
@@ -45,8 +48,10 @@ def adversarial_grid(
             (x_adv[row], f"adversarial: pred {name(int(adv_pred[row]))}"),
             (diff, f"difference x{amplify:g}"),
         ]
-        for ax, (img, title) in zip(axes[row], panels):
+        for col, (ax, (img, title)) in enumerate(zip(axes[row], panels)):
             ax.imshow(_to_hwc(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+            if region is not None and col < 2 and region[row].any():
+                ax.contour(region[row, 0].float().cpu().numpy(), levels=[0.5], colors="cyan", linewidths=0.6)
             ax.set_title(title, fontsize=7, color="red" if "adversarial" in title and adv_pred[row] != y[row] else "black")
             ax.axis("off")
     fig.tight_layout()

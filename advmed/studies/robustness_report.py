@@ -17,15 +17,23 @@ ROBUSTNESS_METRICS = [
     ("test/attack_success_rate", "attack success rate (correct -> fooled)"),
     ("test/linf", "mean L-inf of perturbation"),
     ("test/l2", "mean L2 of perturbation"),
+    ("test/area_fraction", "mean area fraction covered (patch attacks)"),
+    ("test/steps", "mean attack steps per image"),
 ]
 
 
 def robustness_rows(metrics: dict[str, float]) -> list[list[Any]]:
-    return [[label, float(metrics[key])] for key, label in ROBUSTNESS_METRICS if key in metrics]
+    """``[label, value]`` rows: the metrics above in their order, then any other ``test/*`` metric
+    a module reports (under its own key), so a new model family needs no change here."""
+    known = dict(ROBUSTNESS_METRICS)
+    rows = [[label, float(metrics[key])] for key, label in ROBUSTNESS_METRICS if key in metrics]
+    rows += [[key, float(metrics[key])] for key in sorted(metrics) if key.startswith("test/") and key not in known]
+    return rows
 
 
 # The arguments a reader needs to tell two attacks apart; the rest stays in metrics.json.
-_ATTACK_KEYS = ("eps", "alpha", "steps", "random_start", "targeted", "target_class", "loss", "loss_classes", "early_stop")
+_ATTACK_KEYS = ("eps", "alpha", "steps", "random_start", "targeted", "target_class", "loss", "loss_classes", "early_stop",
+                "area_fraction", "num_blobs", "placement", "patch_path")
 
 
 def describe_attack(attack_cfg: dict | None) -> str:

@@ -1,13 +1,15 @@
-"""Pieces every Hydra entry point shares: seeding, trainer/logger set-up, config logging, clean exit."""
+"""Pieces every Hydra entry point shares: seeding, trainer/logger set-up, config logging, run
+metrics, clean exit."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 def instantiate_group(cfg: DictConfig | None) -> list:
@@ -23,16 +25,28 @@ def seed_run(cfg: DictConfig) -> None:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Build the Trainer with the configured callbacks and loggers.
 
-    Entry points call this after the data, model and attack configs have been checked, so a bad
-    config fails before a logger writes anything. The fully resolved config is attached to every
+    Entry points call this after the data, model and attack configs have been checked, and the
+    callbacks (which check their own settings) are built before the loggers, so a bad config
+    fails before a logger writes anything. The fully resolved config is attached to every
     logger (W&B shows it as the run config).
     """
+    callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(config)
     return trainer
+
+
+def run_metrics(trainer: L.Trainer, metrics: dict[str, float] | None = None) -> dict[str, float]:
+    """``metrics`` updated with the trainer's logged metrics and the ``metrics`` dict of every
+    callback that keeps one (studies run by callbacks report their figures this way)."""
+    merged = dict(metrics or {})
+    merged.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    for callback in trainer.callbacks:
+        merged.update(getattr(callback, "metrics", None) or {})
+    return merged
 
 
 def finish_loggers(loggers: list[Logger]) -> None:
@@ -45,3 +59,13 @@ def finish_loggers(loggers: list[Logger]) -> None:
 
 def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
+
+
+def data_name(cfg: DictConfig) -> str:
+    """The data module's class name, for reports."""
+    return str(cfg.data._target_).rsplit(".", 1)[-1]
+
+
+def plain(value: Any) -> Any:
+    """A resolved plain container of an OmegaConf node (None stays None)."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value

@@ -16,33 +16,10 @@ import csv
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from advmed.studies.pgd_study import Table, plot_success_vs_eps, write_csv
+from advmed.studies.sweeps import find_jobs, job_override, sort_key
 
 DEFAULT_KEY = "data.train_fraction"
-
-
-def find_jobs(sweep_dir: Path) -> list[Path]:
-    """Job directories of a Hydra multirun: those with ``.hydra/overrides.yaml`` (at any depth,
-    since an override value holding '/' nests the job's subdirectory)."""
-    return sorted(p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra")
-
-
-def job_override(job_dir: Path, key: str) -> str:
-    """The value ``key`` was given in the job's overrides (``key=value``, ``+key=value``, ...)."""
-    for override in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"):
-        name, _, value = str(override).partition("=")
-        if name.lstrip("+~") == key:
-            return value
-    raise ValueError(f"job {job_dir} has no override of {key}: was it swept (e.g. -m {key}=0.1,0.5,1.0)?")
-
-
-def _sort_key(value: str) -> tuple:
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
 
 
 def aggregate(sweep_dir: str | Path, key: str = DEFAULT_KEY, output_dir: str | Path | None = None) -> tuple[Path, Path]:
@@ -55,7 +32,7 @@ def aggregate(sweep_dir: str | Path, key: str = DEFAULT_KEY, output_dir: str | P
         raise FileNotFoundError(f"no Hydra multirun jobs (<job>/.hydra/overrides.yaml) under '{sweep_dir}'")
     column = key.rsplit(".", 1)[-1]
     rows, series = [], {}
-    for job in sorted(jobs, key=lambda j: _sort_key(job_override(j, key))):
+    for job in sorted(jobs, key=lambda j: sort_key(job_override(j, key))):
         value = job_override(job, key)
         found = sorted(job.rglob("eps_sweep.csv"))
         if len(found) != 1:

@@ -90,12 +90,22 @@ def seg_batch() -> tuple[torch.Tensor, torch.Tensor]:
 ATTACKS = [getattr(attacks, name) for name in attacks.__all__]
 
 
+# SNAP on 10-12 px test images: a few big blobs, strong steps, untargeted unless asked.
+_SNAP_TEST_ARGS = {"area_fraction": 0.3, "blob_radius": (0.1, 0.2), "steps": 3, "step_size": 0.1,
+                   "confidence": None, "targeted": False, "target_class": None}
+
+
 def make_attack(cls: type, **kwargs) -> attacks.Attack:
     """Small-budget instance of any attack class; iterative ones get 3 steps."""
+    if cls is attacks.SNAP:
+        return cls(**{**_SNAP_TEST_ARGS, **kwargs})
     kwargs.setdefault("eps", 0.5 if cls.norm == "l2" else 0.03)
     if issubclass(cls, attacks.IterativeAttack):
         kwargs.setdefault("steps", 3)
     return cls(**kwargs)
+
+
+SEEDED = (attacks.PGD, attacks.PGDL2, attacks.SNAP)  # attacks with random draws and a `seed` argument
 
 
 def budget(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:

@@ -147,12 +147,15 @@ CONFIGS = {
     "bim": attacks.BIM,
     "pgd": attacks.PGD,
     "pgd_l2": attacks.PGDL2,
+    "snap": attacks.SNAP,
 }
 
 
 def _constructor_args(cls) -> set[str]:
     bases = [cls, Attack] + ([IterativeAttack] if issubclass(cls, IterativeAttack) else [])
     names = {name for base in bases for name in inspect.signature(base.__init__).parameters}
+    if "eps" not in inspect.signature(cls.__init__).parameters:
+        names.discard("eps")  # SNAP: the budget is the mask, eps is fixed
     return names - {"self", "kwargs", "common"}
 
 
@@ -181,3 +184,8 @@ def test_command_line_overrides_through_hydra():
         assert attack.eps == pytest.approx(8 / 255) and attack.alpha == pytest.approx(2.5 * 8 / 255 / 20)
         assert attack.loss_classes == (1, 2)
         assert attacks.build_attack(compose(overrides=["+attack=none"]).attack) is None
+
+
+def test_attack_values_without_an_attack_are_a_clear_error():
+    with pytest.raises(ValueError, match=r"names no attack \(_target_\): choose one with attack=<name>"):
+        attacks.build_attack({"steps": 2})

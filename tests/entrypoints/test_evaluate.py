@@ -34,7 +34,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     path = tmp_path / "gan.ckpt"
     torch.save({"state_dict": {"generator.w": torch.zeros(1)}, "hyper_parameters": {"latent_dim": 512}}, path)
     cfg = compose_config("evaluate", [*DATA, f"ckpt_path={path}"], tmp_path)
-    with pytest.raises(ValueError, match="not an advmed ClassifierModule checkpoint"):
+    with pytest.raises(ValueError, match="gan.ckpt' is not an advmed LightningModule checkpoint"):
         evaluate(cfg)
 
 
