@@ -29,8 +29,11 @@ def _compose(config_name: str, overrides: list[str]):
 @pytest.mark.parametrize("group", ["model", "trainer", "logger", "callbacks", "experiment", "debug"])
 def test_every_option_resolves(group):
     for option in _options(group):
-        cfg = _compose("train", [f"{group}={option}"])
-        assert cfg["model"]["num_classes"] == cfg["data"]["num_classes"]  # data-derived values flow down
+        # The universal SNAP patch attacks a trained classifier: its checkpoint has no default.
+        needs_classifier = option in ("universal_patch", "snap/universal")
+        cfg = _compose("train", [f"{group}={option}", *(["model.classifier_ckpt=/c.ckpt"] if needs_classifier else [])])
+        for key in ("num_classes", "in_channels", "image_size"):  # data-derived values flow down
+            assert cfg["model"].get(key, cfg["data"][key]) == cfg["data"][key], (option, key)
         assert cfg["trainer"]["inference_mode"] is False  # attacks in test_step need gradients
 
 

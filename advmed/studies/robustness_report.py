@@ -14,7 +14,7 @@ from advmed.utils.loggers import markdown_table
 ROBUSTNESS_METRICS = [
     ("test/acc", "clean accuracy"),
     ("test/adv_acc", "adversarial accuracy"),
-    ("test/attack_success_rate", "attack success rate (correct -> fooled)"),
+    ("test/attack_success_rate", "attack success rate (correct -> fooled; targeted: -> target)"),
     ("test/linf", "mean L-inf of perturbation"),
     ("test/l2", "mean L2 of perturbation"),
     ("test/area_fraction", "mean area fraction covered (patch attacks)"),
@@ -42,6 +42,8 @@ def describe_attack(attack_cfg: dict | None) -> str:
         return "none"
     name = str(attack_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
     shown = {k: attack_cfg[k] for k in _ATTACK_KEYS if attack_cfg.get(k) not in (None, False)}
+    if "patch_path" in shown:  # a saved patch brings its own mask: the optimisation settings are unused
+        shown = {k: v for k, v in shown.items() if k in ("patch_path", "targeted", "target_class")}
     if shown.get("loss") == "ce":
         del shown["loss"]
     return f"{name}({', '.join(f'{k}={v}' for k, v in shown.items())})"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from advmed.data.synthetic_histology import CLASS_NAMES, SyntheticHistologyDataModule, generate_histology
+from advmed.data.tissue_rendering import single_thread
+from tests.data.texture_checks import mean_colour_accuracy, small_cnn_accuracy
 
 
 def _module(**kwargs) -> SyntheticHistologyDataModule:
@@ -83,62 +83,7 @@ def test_bad_arguments_are_rejected(kwargs, match):
         _module(**kwargs)
 
 
-def _mean_colour_accuracy(train_x, train_y, test_x, test_y) -> float:
-    """Best of nearest class centroid and multinomial logistic regression on per-image mean RGB."""
-    f_train, f_test = train_x.mean((2, 3)), test_x.mean((2, 3))
-    centroids = torch.stack([f_train[train_y == c].mean(0) for c in range(9)])
-    centroid_acc = (torch.cdist(f_test, centroids).argmin(1) == test_y).float().mean().item()
-    mu, sd = f_train.mean(0), f_train.std(0)
-    linear = nn.Linear(3, 9)
-    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=500)
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(linear((f_train - mu) / sd), train_y)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    logistic_acc = (linear((f_test - mu) / sd).argmax(1) == test_y).float().mean().item()
-    return max(centroid_acc, logistic_acc)
-
-
-def _small_cnn_accuracy(train_x, train_y, test_x, test_y, epochs=12) -> float:
-    def block(i, o):  # batch statistics only: running averages lag behind at this few steps
-        return nn.Sequential(
-            nn.Conv2d(i, o, 3, 2, 1, bias=False), nn.BatchNorm2d(o, track_running_stats=False), nn.ReLU()
-        )
-
-    net = nn.Sequential(
-        block(3, 24),
-        block(24, 32),
-        block(32, 48),
-        block(48, 64),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(64, 9),
-    )
-    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(train_x)).split(32):
-            loss = F.cross_entropy(net(train_x[batch]), train_y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        return (net(test_x).argmax(1) == test_y).float().mean().item()
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions gain nothing from intra-op threads and stall on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_classes_need_texture_not_just_mean_colour(one_thread):
+def test_classes_need_texture_not_just_mean_colour():
     """Mean colour alone separates the classes poorly; a small CNN trained briefly does far better."""
     dm = SyntheticHistologyDataModule(
         image_size=64, train_per_class=60, val_per_class=1, test_per_class=40, seed=0
@@ -146,7 +91,8 @@ def test_classes_need_texture_not_just_mean_colour(one_thread):
     dm.setup()
     train_x, test_x = dm.train_set.images.float() / 255, dm.test_set.images.float() / 255
     train_y, test_y = dm.train_set.targets, dm.test_set.targets
-    colour = _mean_colour_accuracy(train_x, train_y, test_x, test_y)
-    cnn = _small_cnn_accuracy(train_x, train_y, test_x, test_y)
+    colour = mean_colour_accuracy(train_x, train_y, test_x, test_y)
+    with single_thread():  # tiny convolutions gain nothing from threads and stall on a busy machine
+        cnn = small_cnn_accuracy(train_x, train_y, test_x, test_y)
     assert colour < 0.75, f"mean colour alone reaches {colour:.2f}"
     assert cnn > colour + 0.15, f"CNN {cnn:.2f} vs mean colour {colour:.2f}"

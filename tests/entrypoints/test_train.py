@@ -72,3 +72,10 @@ def test_bad_data_root_fails_before_anything_is_written(tmp_path):
     with pytest.raises(Exception, match="does not exist.*Zenodo record 1214456"):
         train(cfg)
     assert list(run_dir.iterdir()) == []
+
+
+def test_report_lists_known_metrics_then_any_other_test_metric():
+    from advmed.studies.robustness_report import robustness_rows
+
+    rows = robustness_rows({"test/adv_acc": 0.2, "test/acc": 0.9, "test/dice_liver": 0.7, "val/acc": 0.8})
+    assert rows == [["clean accuracy", 0.9], ["adversarial accuracy", 0.2], ["test/dice_liver", 0.7]]

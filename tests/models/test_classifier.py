@@ -44,8 +44,21 @@ def test_test_step_reports_attack_metrics_within_budget():
     x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 3, (6,))
     out = module.test_step((x, y), 0)
     assert (out["x_adv"] - x).abs().max() <= 0.05 + 1e-6
-    assert 0 <= module.test_success.eligible <= 6
-    assert module.test_linf.compute() <= 0.05 + 1e-6
+    assert 0 <= module.test_adversarial.attack_success_rate.eligible <= 6
+    assert module.test_adversarial.linf.compute() <= 0.05 + 1e-6
+    assert out["region"] is None  # FGSM may change every pixel
+
+
+def test_test_step_reports_a_patch_attacks_own_stats_and_region():
+    from advmed.attacks import SNAP
+
+    module = _module(test_attack=SNAP(area_fraction=0.1, steps=2, seed=0)).eval()
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([1, 2, 1, 0])
+    out = module.test_step((x, y), 0)
+    area = module.test_adversarial.stats["area_fraction"].compute()
+    assert 0.05 <= area <= 0.1
+    assert out["region"].shape == (4, 1, 32, 32)
+    assert torch.equal(out["x_adv"][~out["region"].expand_as(x)], x[~out["region"].expand_as(x)])
 
 
 def test_hyperparameters_are_plain_values_for_safe_loading():

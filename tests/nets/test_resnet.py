@@ -52,3 +52,11 @@ def test_wrong_state_dict_is_rejected(tmp_path):
 def test_unknown_arch():
     with pytest.raises(ValueError, match="model.arch='vgg'"):
         ResNetClassifier("vgg")
+
+
+def test_missing_pretrained_file_can_fall_back_to_scratch_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match=r"nope.pth.*Training resnet18 from scratch instead \(model.pretrained_missing=warn\)"):
+        net = ResNetClassifier("resnet18", num_classes=2, pretrained_path=str(tmp_path / "nope.pth"), pretrained_missing="warn")
+    assert net.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 2)
+    with pytest.raises(ValueError, match="pretrained_missing must be 'error' or 'warn'"):
+        ResNetClassifier("resnet18", pretrained_missing="ignore")

@@ -1,0 +1,63 @@
+"""load_module: any advmed module from its checkpoint alone, and clear refusals of the rest."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from advmed.models import AdvmedModule, ClassifierModule, load_module
+from advmed.models.base import CLASS_KEY
+
+
+def _save(tmp_path, module, name="m.ckpt", class_path="advmed.models.classifier.ClassifierModule"):
+    path = tmp_path / name
+    record = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    if class_path is not None:
+        record[CLASS_KEY] = class_path
+    torch.save(record, path)
+    return path
+
+
+def test_the_class_comes_from_the_checkpoint_and_the_weights_are_restored(tmp_path):
+    module = ClassifierModule("resnet18", num_classes=2, class_names=["a", "b"])
+    restored = load_module(_save(tmp_path, module))
+    assert type(restored) is ClassifierModule and not restored.training
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(restored(x), module.eval()(x))
+
+
+def test_checkpoints_written_before_class_paths_still_load_as_classifiers(tmp_path):
+    module = ClassifierModule("resnet18", num_classes=3)
+    assert isinstance(load_module(_save(tmp_path, module, class_path=None), ClassifierModule), ClassifierModule)
+
+
+def test_a_class_outside_advmed_is_never_imported(tmp_path):
+    path = _save(tmp_path, ClassifierModule("resnet18", num_classes=2), class_path="os.system")
+    with pytest.raises(ValueError, match="names the module class 'os.system', which is not an advmed LightningModule"):
+        load_module(path)
+
+
+def test_a_checkpoint_of_another_module_class_is_refused(tmp_path):
+    class Other(AdvmedModule):
+        pass
+
+    path = _save(tmp_path, ClassifierModule("resnet18", num_classes=2))
+    with pytest.raises(ValueError, match="is not an advmed Other checkpoint: it holds a ClassifierModule"):
+        load_module(path, Other)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"num_classes": 9}, "trained with num_classes=2 but the data config has num_classes=9"),
+        ({"in_channels": 1}, "trained with in_channels=3 but the data config has in_channels=1"),
+        ({"class_names": ["x", "y"]}, r"trained with class_names=\['a', 'b'\] but the data config has class_names=\['x', 'y'\]"),
+    ],
+)
+def test_data_that_does_not_fit_is_refused_naming_the_file(tmp_path, data, match):
+    path = _save(tmp_path, ClassifierModule("resnet18", num_classes=2, class_names=["a", "b"]))
+    with pytest.raises(ValueError, match=f"checkpoint '.*m.ckpt': the model was {match}"):
+        load_module(path, datamodule=SimpleNamespace(**data))
+    load_module(path, datamodule=SimpleNamespace(num_classes=2, in_channels=3, class_names=("a", "b")))  # fits
