@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from advmed.data.base import ClassificationDataModule, LabelledDataset, TensorImageDataset
+from advmed.data.pcam import CLASS_NAMES  # one definition for every lymph-node dataset
 from advmed.data.synthetic_histology import Renderer, adipose, class_densities, lymphocytes, stroma, tumour
 from advmed.data.tissue_rendering import (
     IMAGING_MAPS,
@@ -36,7 +37,6 @@ from advmed.data.tissue_rendering import (
     to_rgb,
 )
 
-CLASS_NAMES = ("no_metastasis", "metastasis")
 HARD_NEGATIVE_FRACTION = 0.25
 """Share of the negatives that hold a tumour cluster outside the centre region."""
 
