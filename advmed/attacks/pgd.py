@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from advmed.attacks.base import IterativeAttack, check_seed
+from advmed.attacks.base import IterativeAttack
+from advmed.attacks.validation import check_seed
 
 
 class PGD(IterativeAttack):

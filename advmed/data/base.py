@@ -90,6 +90,18 @@ def center_crop(image: torch.Tensor, size: int | None) -> torch.Tensor:
     return image[..., top : top + size, left : left + size]
 
 
+def check_fixed_classes(
+    dataset: str, expected: Sequence[str], num_classes: int, class_names: Sequence[str], in_channels: int
+) -> None:
+    """A dataset with fixed RGB classes accepts ``num_classes`` / ``class_names`` / ``in_channels``
+    only so that its config can state them for interpolation: they must be exactly its own."""
+    if list(class_names) != list(expected) or num_classes != len(expected) or in_channels != 3:
+        raise ValueError(
+            f"{dataset} always has the {len(expected)} RGB classes {list(expected)} in this order; "
+            f"got num_classes={num_classes}, class_names={list(class_names)}, in_channels={in_channels}"
+        )
+
+
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into ``(selected, rest)`` keeping ``fraction`` of every class.
 
@@ -212,3 +224,68 @@ class ClassificationDataModule(L.LightningDataModule):
             return batch
         x, y = batch
         return self.augmentation.to(x.device)(x), y
+
+
+class ProceduralDataModule(ClassificationDataModule):
+    """Base of the procedural datasets: balanced splits of ``<split>_per_class`` images rendered
+    once, at the first ``setup`` that needs them, into a uint8 cache; image ``i`` has label
+    ``i % num_classes``. A subclass sets ``CLASS_NAMES``, ``NAME``, ``MIN_SIZE`` and ``DEFAULTS``
+    (its default ``image_size`` and split sizes) and implements :meth:`render` (deterministic per
+    (seed, split, index)).
+
+    Args:
+        image_size: tile side in pixels, at least ``MIN_SIZE``; None: the dataset's default.
+        train_per_class, val_per_class, test_per_class: images per class in each split; None: the
+            dataset's default.
+        seed: dataset seed (images, training subset, shuffling).
+        num_classes, class_names, in_channels: fixed by the dataset; accepted so that a config can
+            state them for interpolation, and checked.
+        Other arguments: see :class:`ClassificationDataModule`.
+    """
+
+    CLASS_NAMES: tuple[str, ...]
+    NAME: str
+    MIN_SIZE: int
+    DEFAULTS: dict[str, int]  # image_size, train_per_class, val_per_class, test_per_class
+
+    def __init__(
+        self,
+        image_size: int | None = None,
+        train_per_class: int | None = None,
+        val_per_class: int | None = None,
+        test_per_class: int | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        train_fraction: float = 1.0,
+        augment: Mapping[str, Any] | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        in_channels: int = 3,
+    ) -> None:
+        num_classes = len(self.CLASS_NAMES) if num_classes is None else num_classes
+        class_names = self.CLASS_NAMES if class_names is None else class_names
+        check_fixed_classes(self.NAME, self.CLASS_NAMES, num_classes, class_names, in_channels)
+        image_size = self.DEFAULTS["image_size"] if image_size is None else image_size
+        if image_size < self.MIN_SIZE:  # textures need a few pixels per structure
+            raise ValueError(f"image_size must be at least {self.MIN_SIZE}, got {image_size}")
+        given = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
+        counts = {split: self.DEFAULTS[f"{split}_per_class"] if n is None else n for split, n in given.items()}
+        for split, count in counts.items():
+            if count < 1:
+                raise ValueError(f"{split}_per_class must be at least 1, got {count}")
+        super().__init__(
+            num_classes=num_classes, class_names=class_names, in_channels=in_channels, image_size=image_size,
+            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=seed,
+            train_fraction=train_fraction, augment=augment,
+        )
+        self.per_class = counts
+
+    def render(self, split: str, indices: torch.Tensor) -> torch.Tensor:
+        """Images ``indices`` of ``split`` as uint8 (N, 3, S, S)."""
+        raise NotImplementedError
+
+    def _build_split(self, split: str) -> LabelledDataset:
+        indices = torch.arange(self.per_class[split] * self.num_classes)
+        return TensorImageDataset(self.render(split, indices), indices % self.num_classes)

@@ -17,6 +17,7 @@ from advmed.data.base import (
     ClassificationDataModule,
     LabelledDataset,
     SubsetDataset,
+    check_fixed_classes,
     stratified_split,
     to_float_image,
 )
@@ -83,11 +84,7 @@ class NCTCRCHEDataModule(ClassificationDataModule):
         class_names: Sequence[str] = CLASS_NAMES,
         in_channels: int = 3,
     ) -> None:
-        if list(class_names) != list(CLASS_NAMES) or num_classes != len(CLASS_NAMES) or in_channels != 3:
-            raise ValueError(
-                f"NCT-CRC-HE has the {len(CLASS_NAMES)} RGB classes {list(CLASS_NAMES)} in this order; "
-                f"got num_classes={num_classes}, class_names={list(class_names)}, in_channels={in_channels}"
-            )
+        check_fixed_classes("NCT-CRC-HE", CLASS_NAMES, num_classes, class_names, in_channels)
         for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
             if not 0.0 < fraction < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {fraction}")

@@ -24,7 +24,13 @@ import h5py
 import numpy as np
 import torch
 
-from advmed.data.base import ClassificationDataModule, LabelledDataset, center_crop, to_float_image
+from advmed.data.base import (
+    ClassificationDataModule,
+    LabelledDataset,
+    center_crop,
+    check_fixed_classes,
+    to_float_image,
+)
 from advmed.data.readers import existing_folder
 
 CLASS_NAMES = ("no_metastasis", "metastasis")  # label 1: tumour tissue in the centre 32x32 region
@@ -51,11 +57,7 @@ def check_lymph_node_args(
     dataset: str, num_classes: int, class_names: Sequence[str], in_channels: int, crop: int | None
 ) -> None:
     """The fixed facts of PCam-like data, accepted as arguments for config interpolation: check them."""
-    if list(class_names) != list(CLASS_NAMES) or num_classes != len(CLASS_NAMES) or in_channels != 3:
-        raise ValueError(
-            f"{dataset} has the {len(CLASS_NAMES)} RGB classes {list(CLASS_NAMES)} in this order; "
-            f"got num_classes={num_classes}, class_names={list(class_names)}, in_channels={in_channels}"
-        )
+    check_fixed_classes(dataset, CLASS_NAMES, num_classes, class_names, in_channels)
     if crop is not None and not 0 < crop <= TILE_SIZE:
         raise ValueError(
             f"center_crop must be null or in 1..{TILE_SIZE} (the tiles are {TILE_SIZE}x{TILE_SIZE}); "

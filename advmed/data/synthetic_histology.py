@@ -20,12 +20,12 @@ tissue sets (:mod:`advmed.data.synthetic_lymph_node`) compose them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from advmed.data.base import ClassificationDataModule, LabelledDataset, TensorImageDataset
+from advmed.data.base import ProceduralDataModule
 from advmed.data.tissue_rendering import (
     IMAGING_MAPS,
     IMAGING_SCALARS,
@@ -263,64 +263,21 @@ RENDERERS: tuple[Renderer, ...] = (
 """The class renderers in the order of CLASS_NAMES."""
 
 
-class SyntheticHistologyDataModule(ClassificationDataModule):
+class SyntheticHistologyDataModule(ProceduralDataModule):
     """Procedural 9-class H&E-like tiles (classes and order of NCT-CRC-HE-100K); no files needed.
 
     Each split is rendered once, at the first ``setup`` that needs it, into a uint8 cache.
     Splits never share images (the split is part of every image's seed). Labels are balanced:
     a split holds ``<split>_per_class`` images of each class.
 
-    Args:
-        image_size: tile side in pixels (textures are scaled, so 64 and 224 show the same tissue).
-        train_per_class, val_per_class, test_per_class: images per class in each split.
-        seed: dataset seed (images, training subset, shuffling).
-        num_classes, class_names, in_channels: fixed by the dataset; accepted so that a config can
-            state them for interpolation, and checked.
-        Other arguments: see :class:`ClassificationDataModule`.
+    Arguments: see :class:`ProceduralDataModule`; by default 64 px tiles, 200 / 20 / 30 images per class
+    in train / val / test.
     """
 
-    def __init__(
-        self,
-        image_size: int = 64,
-        train_per_class: int = 200,
-        val_per_class: int = 20,
-        test_per_class: int = 30,
-        seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        train_fraction: float = 1.0,
-        augment: Mapping[str, Any] | None = None,
-        num_classes: int = len(CLASS_NAMES),
-        class_names: list[str] | tuple[str, ...] = CLASS_NAMES,
-        in_channels: int = 3,
-    ) -> None:
-        if list(class_names) != list(CLASS_NAMES) or num_classes != len(CLASS_NAMES) or in_channels != 3:
-            raise ValueError(
-                f"synthetic_histology always has the {len(CLASS_NAMES)} RGB classes {list(CLASS_NAMES)}; "
-                f"got num_classes={num_classes}, class_names={list(class_names)}, in_channels={in_channels}"
-            )
-        if image_size < 16:  # textures and the nuclei lattice need a few pixels per structure
-            raise ValueError(f"image_size must be at least 16, got {image_size}")
-        counts = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
-        for split, count in counts.items():
-            if count < 1:
-                raise ValueError(f"{split}_per_class must be at least 1, got {count}")
-        super().__init__(
-            num_classes=num_classes,
-            class_names=class_names,
-            in_channels=in_channels,
-            image_size=image_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            seed=seed,
-            train_fraction=train_fraction,
-            augment=augment,
-        )
-        self.per_class = counts
+    CLASS_NAMES = CLASS_NAMES
+    NAME = "synthetic_histology"
+    MIN_SIZE = 16
+    DEFAULTS = {"image_size": 64, "train_per_class": 200, "val_per_class": 20, "test_per_class": 30}
 
-    def _build_split(self, split: str) -> LabelledDataset:
-        indices = torch.arange(self.per_class[split] * self.num_classes)
-        images = generate_histology(self.seed, split, indices, self.image_size)
-        return TensorImageDataset(images, indices % self.num_classes)
+    def render(self, split: str, indices: torch.Tensor) -> torch.Tensor:
+        return generate_histology(self.seed, split, indices, self.image_size)

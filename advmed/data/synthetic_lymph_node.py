@@ -17,12 +17,10 @@ seeded by that triple, and rendering runs in fixed chunks of indices.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 
-from advmed.data.base import ClassificationDataModule, LabelledDataset, TensorImageDataset
+from advmed.data.base import ProceduralDataModule
 from advmed.data.pcam import CLASS_NAMES  # one definition for every lymph-node dataset
 from advmed.data.synthetic_histology import Renderer, adipose, class_densities, lymphocytes, stroma, tumour
 from advmed.data.tissue_rendering import (
@@ -163,65 +161,21 @@ def _blend_in(od: torch.Tensor, renderer: Renderer, d: Draws, size: int, k, mask
         od[rows] = od[rows] * (1 - weight) + tissue * weight
 
 
-class SyntheticLymphNodeDataModule(ClassificationDataModule):
+class SyntheticLymphNodeDataModule(ProceduralDataModule):
     """Procedural PCam-like lymph-node tiles: metastasis (1) iff tumour reaches the centre region.
 
     Each split is rendered once, at the first ``setup`` that needs it, into a uint8 cache.
     Splits never share images (the split is part of every image's seed). Labels are balanced:
     a split holds ``<split>_per_class`` images of each class.
 
-    Args:
-        image_size: tile side in pixels; 96 is PCam's. Textures are scaled, so 64 shows the same
-            tissue at a lower resolution.
-        train_per_class, val_per_class, test_per_class: images per class in each split.
-        seed: dataset seed (images, training subset, shuffling).
-        num_classes, class_names, in_channels: fixed by the dataset; accepted so that a config can
-            state them for interpolation, and checked.
-        Other arguments: see :class:`ClassificationDataModule`.
+    Arguments: see :class:`ProceduralDataModule`; by default 96 px tiles, 500 / 50 / 100 images per class
+    in train / val / test.
     """
 
-    def __init__(
-        self,
-        image_size: int = 96,
-        train_per_class: int = 500,
-        val_per_class: int = 50,
-        test_per_class: int = 100,
-        seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        train_fraction: float = 1.0,
-        augment: Mapping[str, Any] | None = None,
-        num_classes: int = len(CLASS_NAMES),
-        class_names: list[str] | tuple[str, ...] = CLASS_NAMES,
-        in_channels: int = 3,
-    ) -> None:
-        if list(class_names) != list(CLASS_NAMES) or num_classes != len(CLASS_NAMES) or in_channels != 3:
-            raise ValueError(
-                f"synthetic_lymph_node always has the {len(CLASS_NAMES)} RGB classes {list(CLASS_NAMES)}; "
-                f"got num_classes={num_classes}, class_names={list(class_names)}, in_channels={in_channels}"
-            )
-        if image_size < _MIN_SIZE:
-            raise ValueError(f"image_size must be at least {_MIN_SIZE}, got {image_size}")
-        counts = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
-        for split, count in counts.items():
-            if count < 1:
-                raise ValueError(f"{split}_per_class must be at least 1, got {count}")
-        super().__init__(
-            num_classes=num_classes,
-            class_names=class_names,
-            in_channels=in_channels,
-            image_size=image_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            seed=seed,
-            train_fraction=train_fraction,
-            augment=augment,
-        )
-        self.per_class = counts
+    CLASS_NAMES = CLASS_NAMES
+    NAME = "synthetic_lymph_node"
+    MIN_SIZE = _MIN_SIZE
+    DEFAULTS = {"image_size": 96, "train_per_class": 500, "val_per_class": 50, "test_per_class": 100}
 
-    def _build_split(self, split: str) -> LabelledDataset:
-        indices = torch.arange(self.per_class[split] * self.num_classes)
-        images = generate_lymph_node(self.seed, split, indices, self.image_size)
-        return TensorImageDataset(images, indices % self.num_classes)
+    def render(self, split: str, indices: torch.Tensor) -> torch.Tensor:
+        return generate_lymph_node(self.seed, split, indices, self.image_size)

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from advmed.attacks import PGD
-from advmed.attacks.base import check_alpha, check_eps, check_seed
+from advmed.attacks.validation import check_alpha, check_eps, check_seed
 from advmed.metrics.attack_success import attack_success_mask
 from advmed.utils.files import atomic_write, write_json, write_text
 from advmed.utils.loggers import log_image, log_table
