@@ -1,23 +1,26 @@
-"""Shared base of the classification DataModules: splits, loaders, training subsets, GPU augmentation.
+"""Shared base of the DataModules (splits, loaders, training subsets, extra training folders) and
+of the classification ones (stratified subsets, GPU augmentation), with their datasets.
 
 A subclass describes its dataset (names, channels, size) in ``__init__`` and implements
-``_build_split(split)`` returning a :class:`LabelledDataset`; the base does the rest the same way
-for every dataset: seeded stratified ``train_fraction`` subsets, seeded shuffling, and kornia
-augmentation on the device during training only.
+``_build_split(split)``; the base does the rest the same way for every dataset: seeded
+``train_fraction`` subsets, attacked copies from ``extra_train_roots``, seeded shuffling, and
+(classification) kornia augmentation on the device during training only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from advmed.data.augmentation import build_augmentation
+from advmed.data.readers import read_image, scan_class_folders
 
 SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -62,6 +65,24 @@ class SubsetDataset(LabelledDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.dataset[int(self.indices[index])]
+
+
+class ImageFolderDataset(LabelledDataset):
+    """``(path, label)`` items read on access as float32 [0, 1] (3, size, size) images.
+
+    Tiles of another size are resized with antialiasing; ``size=None`` keeps them as stored.
+    ``names`` are ``<CLASS>/<file stem>``, unique within a class-folder dataset.
+    """
+
+    def __init__(self, items: Sequence[tuple[Path, int]], image_size: int | None = None) -> None:
+        self.paths = [path for path, _ in items]
+        self.targets = torch.tensor([label for _, label in items], dtype=torch.long)
+        self.names = [f"{path.parent.name}/{path.stem}" for path in self.paths]
+        self.image_size = image_size
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(read_image(self.paths[index])).permute(2, 0, 1)
+        return to_float_image(image, self.image_size), self.targets[index]
 
 
 def to_float_image(image: torch.Tensor, size: int | None = None) -> torch.Tensor:
@@ -121,73 +142,79 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     return torch.cat(selected).sort().values, torch.cat(rest).sort().values
 
 
-class ClassificationDataModule(L.LightningDataModule):
-    """Base DataModule for image classification; batches are ``(x, y)``.
+class SplitDataModule(L.LightningDataModule):
+    """What every advmed DataModule shares: train/val/test splits built once on first use, seeded
+    shuffling, loaders, and the training-set options ``train_fraction`` and ``extra_train_roots``.
 
-    ``x`` is float32 in [0, 1] with shape (N, C, H, W); ``y`` is int64 (N,). ``num_classes``,
-    ``class_names``, ``in_channels`` and ``image_size`` are set in ``__init__`` so that models can
-    be built before ``setup``.
+    A subclass implements ``_build_split(split)`` (the full dataset of a split),
+    ``_subset(dataset, fraction)`` (the seeded part of the training set that ``train_fraction``
+    keeps: by class for classification, by volume for segmentation) and ``_read_extra_root(root)``
+    (an extra training folder in the layout ``python -m advmed.augment`` writes for it).
 
     Args:
-        num_classes, class_names, in_channels, image_size: what the data holds (checked against it).
         batch_size: samples per batch for every split.
         num_workers: DataLoader worker processes (workers persist across epochs when > 0).
         pin_memory: pin host memory for faster GPU copies; ``None`` pins when CUDA is available.
         seed: seeds the training subset, the shuffling order and dataset-specific splits.
-        train_fraction: keep this fraction of every class of the training split, in (0, 1].
-        augment: keyword arguments of :func:`build_augmentation` (``enabled``, ``hflip``, ...).
+        train_fraction: keep this fraction of the training split, in (0, 1].
+        extra_train_roots: folders written by ``python -m advmed.augment`` (attacked copies of a
+            training set); their images are added to the training split (after ``train_fraction``).
     """
 
     def __init__(
         self,
         *,
-        num_classes: int,
-        class_names: Sequence[str],
-        in_channels: int,
-        image_size: int,
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool | None = None,
         seed: int = 0,
         train_fraction: float = 1.0,
-        augment: Mapping[str, Any] | None = None,
+        extra_train_roots: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < float(train_fraction) <= 1.0:
             raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
-        class_names = [str(name) for name in class_names]
-        if len(class_names) != num_classes:
-            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names: {class_names}")
-        self.num_classes = int(num_classes)
-        self.class_names = class_names
-        self.in_channels = int(in_channels)
-        self.image_size = int(image_size)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.seed = seed
         self.train_fraction = float(train_fraction)
-        self.augmentation = build_augmentation(in_channels=self.in_channels, **dict(augment or {}))
-        self.train_set: LabelledDataset | None = None
-        self.val_set: LabelledDataset | None = None
-        self.test_set: LabelledDataset | None = None
+        self.extra_train_roots = [str(root) for root in extra_train_roots or ()]
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
 
-    def _build_split(self, split: str) -> LabelledDataset:
+    def _build_split(self, split: str) -> Dataset:
         """Return the full dataset of ``split`` (one of ``SPLITS``)."""
         raise NotImplementedError
+
+    def _subset(self, dataset: Dataset, fraction: float) -> Dataset:
+        """The seeded ``fraction`` of the training set that ``train_fraction`` keeps."""
+        raise NotImplementedError
+
+    def _read_extra_root(self, root: str) -> Dataset:
+        """The training items of one ``extra_train_roots`` folder."""
+        raise NotImplementedError
+
+    def full_split(self, split: str) -> Dataset:
+        """``split`` as the dataset defines it, before ``train_fraction`` and ``extra_train_roots``:
+        what ``python -m advmed.augment`` makes attacked copies of."""
+        return self._build_split(split)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the splits this stage needs (once; later calls reuse them)."""
         for split in _STAGE_SPLITS.get(stage, SPLITS):
             self._require(split)
 
-    def _require(self, split: str) -> LabelledDataset:
+    def _require(self, split: str) -> Dataset:
         dataset = getattr(self, f"{split}_set")
         if dataset is None:
             dataset = self._build_split(split)
-            if split == "train" and self.train_fraction < 1.0:
-                keep, _ = stratified_split(dataset.targets, self.train_fraction, self.seed)
-                dataset = SubsetDataset(dataset, keep)
+            if split == "train":
+                if self.train_fraction < 1.0:
+                    dataset = self._subset(dataset, self.train_fraction)
+                extras = [self._read_extra_root(root) for root in self.extra_train_roots]
+                dataset = concat_datasets([dataset, *extras]) if extras else dataset
             setattr(self, f"{split}_set", dataset)
         return dataset
 
@@ -217,6 +244,80 @@ class ClassificationDataModule(L.LightningDataModule):
             **kwargs,
         )
 
+
+class ConcatLabelledDataset(ConcatDataset):
+    """``ConcatDataset`` that keeps the attributes the datasets share: ``targets`` (labels, for
+    stratification), ``groups`` (volume ids), ``names`` (item names, for writers)."""
+
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        super().__init__(datasets)
+        if all(hasattr(d, "targets") for d in datasets):
+            self.targets = torch.cat([d.targets for d in datasets])
+        if all(hasattr(d, "groups") for d in datasets):
+            # Groups of different parts never merge: offset each part past the previous ones.
+            offsets, parts = 0, []
+            for d in datasets:
+                parts.append(d.groups + offsets)
+                offsets += int(d.groups.max()) + 1 if len(d.groups) else 0
+            self.groups = torch.cat(parts)
+        if all(hasattr(d, "names") for d in datasets):
+            self.names = [name for d in datasets for name in d.names]
+
+
+def concat_datasets(datasets: Sequence[Dataset]) -> Dataset:
+    """One dataset of all items of ``datasets``, in order."""
+    return datasets[0] if len(datasets) == 1 else ConcatLabelledDataset(datasets)
+
+
+class ClassificationDataModule(SplitDataModule):
+    """Base DataModule for image classification; batches are ``(x, y)``.
+
+    ``x`` is float32 in [0, 1] with shape (N, C, H, W); ``y`` is int64 (N,). ``num_classes``,
+    ``class_names``, ``in_channels`` and ``image_size`` are set in ``__init__`` so that models can
+    be built before ``setup``. ``train_fraction`` keeps that fraction of every class (stratified,
+    seeded); an ``extra_train_roots`` folder has the ``<root>/<CLASS>/<image>`` layout.
+
+    Args:
+        num_classes, class_names, in_channels, image_size: what the data holds (checked against it).
+        augment: keyword arguments of :func:`build_augmentation` (``enabled``, ``hflip``, ...).
+        Other arguments: see :class:`SplitDataModule`.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        class_names: Sequence[str],
+        in_channels: int,
+        image_size: int,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        seed: int = 0,
+        train_fraction: float = 1.0,
+        extra_train_roots: Sequence[str] | None = None,
+        augment: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=seed,
+            train_fraction=train_fraction, extra_train_roots=extra_train_roots,
+        )
+        class_names = [str(name) for name in class_names]
+        if len(class_names) != num_classes:
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names: {class_names}")
+        self.num_classes = int(num_classes)
+        self.class_names = class_names
+        self.in_channels = int(in_channels)
+        self.image_size = int(image_size)
+        self.augmentation = build_augmentation(in_channels=self.in_channels, **dict(augment or {}))
+
+    def _subset(self, dataset: LabelledDataset, fraction: float) -> LabelledDataset:
+        keep, _ = stratified_split(dataset.targets, fraction, self.seed)
+        return SubsetDataset(dataset, keep)
+
+    def _read_extra_root(self, root: str) -> LabelledDataset:
+        return ImageFolderDataset(scan_class_folders(root, self.class_names, strict=False), self.image_size)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment on the device, in training only: val/test batches and attacks see clean images."""
         trainer = self.trainer
@@ -224,68 +325,3 @@ class ClassificationDataModule(L.LightningDataModule):
             return batch
         x, y = batch
         return self.augmentation.to(x.device)(x), y
-
-
-class ProceduralDataModule(ClassificationDataModule):
-    """Base of the procedural datasets: balanced splits of ``<split>_per_class`` images rendered
-    once, at the first ``setup`` that needs them, into a uint8 cache; image ``i`` has label
-    ``i % num_classes``. A subclass sets ``CLASS_NAMES``, ``NAME``, ``MIN_SIZE`` and ``DEFAULTS``
-    (its default ``image_size`` and split sizes) and implements :meth:`render` (deterministic per
-    (seed, split, index)).
-
-    Args:
-        image_size: tile side in pixels, at least ``MIN_SIZE``; None: the dataset's default.
-        train_per_class, val_per_class, test_per_class: images per class in each split; None: the
-            dataset's default.
-        seed: dataset seed (images, training subset, shuffling).
-        num_classes, class_names, in_channels: fixed by the dataset; accepted so that a config can
-            state them for interpolation, and checked.
-        Other arguments: see :class:`ClassificationDataModule`.
-    """
-
-    CLASS_NAMES: tuple[str, ...]
-    NAME: str
-    MIN_SIZE: int
-    DEFAULTS: dict[str, int]  # image_size, train_per_class, val_per_class, test_per_class
-
-    def __init__(
-        self,
-        image_size: int | None = None,
-        train_per_class: int | None = None,
-        val_per_class: int | None = None,
-        test_per_class: int | None = None,
-        seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool | None = None,
-        train_fraction: float = 1.0,
-        augment: Mapping[str, Any] | None = None,
-        num_classes: int | None = None,
-        class_names: Sequence[str] | None = None,
-        in_channels: int = 3,
-    ) -> None:
-        num_classes = len(self.CLASS_NAMES) if num_classes is None else num_classes
-        class_names = self.CLASS_NAMES if class_names is None else class_names
-        check_fixed_classes(self.NAME, self.CLASS_NAMES, num_classes, class_names, in_channels)
-        image_size = self.DEFAULTS["image_size"] if image_size is None else image_size
-        if image_size < self.MIN_SIZE:  # textures need a few pixels per structure
-            raise ValueError(f"image_size must be at least {self.MIN_SIZE}, got {image_size}")
-        given = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
-        counts = {split: self.DEFAULTS[f"{split}_per_class"] if n is None else n for split, n in given.items()}
-        for split, count in counts.items():
-            if count < 1:
-                raise ValueError(f"{split}_per_class must be at least 1, got {count}")
-        super().__init__(
-            num_classes=num_classes, class_names=class_names, in_channels=in_channels, image_size=image_size,
-            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=seed,
-            train_fraction=train_fraction, augment=augment,
-        )
-        self.per_class = counts
-
-    def render(self, split: str, indices: torch.Tensor) -> torch.Tensor:
-        """Images ``indices`` of ``split`` as uint8 (N, 3, S, S)."""
-        raise NotImplementedError
-
-    def _build_split(self, split: str) -> LabelledDataset:
-        indices = torch.arange(self.per_class[split] * self.num_classes)
-        return TensorImageDataset(self.render(split, indices), indices % self.num_classes)

@@ -43,6 +43,7 @@ class MedMNISTDataModule(ClassificationDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         train_fraction: float = 1.0,
+        extra_train_roots: Sequence[str] | None = None,
         augment: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
@@ -55,6 +56,7 @@ class MedMNISTDataModule(ClassificationDataModule):
             pin_memory=pin_memory,
             seed=seed,
             train_fraction=train_fraction,
+            extra_train_roots=extra_train_roots,
             augment=augment,
         )
         hint = (

@@ -15,35 +15,19 @@ import torch
 
 from advmed.data.base import (
     ClassificationDataModule,
+    ImageFolderDataset,
     LabelledDataset,
     SubsetDataset,
     check_fixed_classes,
     stratified_split,
-    to_float_image,
 )
-from advmed.data.readers import read_image, scan_class_folders
+from advmed.data.readers import scan_class_folders
 
 CLASS_NAMES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
 _DOWNLOAD_HINT = (
     "Download {archive}.zip from Zenodo record 1214456 (https://zenodo.org/record/1214456), unzip it "
     "so that <root>/ADI/*.tif exists, and set {key}=/path/to/{archive}"
 )
-
-
-class ImageFolderDataset(LabelledDataset):
-    """``(path, label)`` items read on access as float32 [0, 1] (3, size, size) images.
-
-    Tiles of another size are resized with antialiasing; ``size=None`` keeps them as stored.
-    """
-
-    def __init__(self, items: Sequence[tuple[Path, int]], image_size: int | None = None) -> None:
-        self.paths = [path for path, _ in items]
-        self.targets = torch.tensor([label for _, label in items], dtype=torch.long)
-        self.image_size = image_size
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(read_image(self.paths[index])).permute(2, 0, 1)
-        return to_float_image(image, self.image_size), self.targets[index]
 
 
 class NCTCRCHEDataModule(ClassificationDataModule):
@@ -79,6 +63,7 @@ class NCTCRCHEDataModule(ClassificationDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         train_fraction: float = 1.0,
+        extra_train_roots: Sequence[str] | None = None,
         augment: Mapping[str, Any] | None = None,
         num_classes: int = len(CLASS_NAMES),
         class_names: Sequence[str] = CLASS_NAMES,
@@ -100,6 +85,7 @@ class NCTCRCHEDataModule(ClassificationDataModule):
             pin_memory=pin_memory,
             seed=seed,
             train_fraction=train_fraction,
+            extra_train_roots=extra_train_roots,
             augment=augment,
         )
         self.root = _existing_folder(root, "data.root or ADVMED_NCT_CRC_HE_ROOT", "NCT-CRC-HE-100K")

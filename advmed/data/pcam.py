@@ -137,6 +137,7 @@ class PCamDataModule(ClassificationDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         train_fraction: float = 1.0,
+        extra_train_roots: Sequence[str] | None = None,
         augment: Mapping[str, Any] | None = None,
         num_classes: int = len(CLASS_NAMES),
         class_names: Sequence[str] = CLASS_NAMES,
@@ -153,6 +154,7 @@ class PCamDataModule(ClassificationDataModule):
             pin_memory=pin_memory,
             seed=seed,
             train_fraction=train_fraction,
+            extra_train_roots=extra_train_roots,
             augment=augment,
         )
         self.root = existing_folder(root, "PatchCamelyon", _DOWNLOAD_HINT)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from advmed.data.base import ProceduralDataModule
+from advmed.data.procedural import ProceduralDataModule
 from advmed.data.tissue_rendering import (
     IMAGING_MAPS,
     IMAGING_SCALARS,

@@ -20,8 +20,8 @@ import math
 
 import torch
 
-from advmed.data.base import ProceduralDataModule
 from advmed.data.pcam import CLASS_NAMES  # one definition for every lymph-node dataset
+from advmed.data.procedural import ProceduralDataModule
 from advmed.data.synthetic_histology import Renderer, adipose, class_densities, lymphocytes, stroma, tumour
 from advmed.data.tissue_rendering import (
     IMAGING_MAPS,
