@@ -1,7 +1,8 @@
 """Lightning callbacks that work with any logger."""
 
 from advmed.callbacks.adversarial_examples import AdversarialExamplesCallback
+from advmed.callbacks.best_checkpoint import BestCheckpoint
 from advmed.callbacks.pgd_study import PGDStudyCallback
 from advmed.callbacks.robustness_table import RobustnessTableCallback
 
-__all__ = ["AdversarialExamplesCallback", "PGDStudyCallback", "RobustnessTableCallback"]
+__all__ = ["AdversarialExamplesCallback", "BestCheckpoint", "PGDStudyCallback", "RobustnessTableCallback"]

@@ -7,13 +7,14 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from advmed.studies.figures import adversarial_grid
+from advmed.studies.figures import adversarial_grid, segmentation_grid
 from advmed.utils.loggers import log_image
 
 
 class AdversarialExamplesCallback(L.Callback):
     """Collects the first ``num_images`` test images with their attacked versions (and the
-    outlines of a patch attack's mask).
+    outlines of a patch attack's mask); for segmentation (label maps as ``y``) also the ground
+    truth and both predictions.
 
     Works with any logger: the PNG is written to ``output_dir`` and handed to
     :func:`advmed.utils.loggers.log_image`. Does nothing when the test ran without an attack.
@@ -44,5 +45,6 @@ class AdversarialExamplesCallback(L.Callback):
         if not self._examples or not trainer.is_global_zero:
             return
         ex = {k: torch.cat(v) for k, v in self._examples.items()}
-        adversarial_grid(self.path, **ex, class_names=pl_module.hparams.get("class_names"), amplify=self.amplify)
+        grid = segmentation_grid if ex["y"].ndim == 3 else adversarial_grid  # label maps or labels
+        grid(self.path, **ex, class_names=pl_module.hparams.get("class_names"), amplify=self.amplify)
         log_image(trainer.loggers, "test/adversarial_examples", self.path)

@@ -32,12 +32,15 @@ class AdvmedModule(L.LightningModule):
       (e.g. drop a path to pretrained weights the trained state replaces);
     - :meth:`check_datamodule` to check more than ``num_classes`` / ``in_channels`` / ``class_names``.
 
+    ``monitor`` names the validation metric that picks the best checkpoint.
     ``train_attack`` / ``test_attack`` are the attacks the entry points hand over (None: no
     attack); a module that has no use for them simply ignores them.
     """
 
     train_attack = None
     test_attack = None
+    monitor: tuple[str, str] | None = None
+    """``(metric, "min" | "max")`` that picks the best checkpoint (see ``BestCheckpoint``)."""
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = class_path(type(self))

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torchmetrics.classification import MulticlassAccuracy
 
 from advmed.metrics.robustness import AdversarialClassificationMetrics, attack_targets
-from advmed.models.base import AdvmedModule
+from advmed.models.supervised import SupervisedModule
 from advmed.nets import ResNetClassifier
 from advmed.utils.run import plain
 
 
-class ClassifierModule(AdvmedModule):
+class ClassifierModule(SupervisedModule):
     """Trains a ResNet on [0, 1] images; tests it clean and under an attack.
 
     All constructor arguments except the two attacks are plain values and are saved in the
@@ -36,6 +34,8 @@ class ClassifierModule(AdvmedModule):
             L-inf / L2 size of the perturbation and the attack's own stats (e.g. ``test/area_fraction``).
     """
 
+    monitor = ("val/acc", "max")  # the metric that picks the best checkpoint
+
     def __init__(
         self,
         arch: str = "resnet34",
@@ -53,10 +53,6 @@ class ClassifierModule(AdvmedModule):
         test_attack=None,
     ) -> None:
         super().__init__()
-        if not 0.0 <= adv_fraction <= 1.0:
-            raise ValueError(f"model.adv_fraction={adv_fraction} must be in [0, 1]")
-        if adv_fraction > 0 and train_attack is None:
-            raise ValueError(f"model.adv_fraction={adv_fraction} needs a training attack: set attack@train_attack=fgsm (or pgd, ...)")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
         # Plain containers, so the checkpoint loads with weights_only=True (no OmegaConf objects).
@@ -65,8 +61,7 @@ class ClassifierModule(AdvmedModule):
         self.net = ResNetClassifier(arch, num_classes, in_channels, pretrained_path, pretrained_missing)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.train_attack = train_attack
-        self.test_attack = test_attack
+        self.init_attacks(train_attack, test_attack)
 
         def acc() -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -85,21 +80,11 @@ class ClassifierModule(AdvmedModule):
         return self.net(x)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: lower "
-                f"model.optimizer.lr (now {self.hparams.optimizer.get('lr') if self.hparams.optimizer else '?'}) "
-                "or check the inputs are finite and in [0, 1]"
-            )
-        return loss
+        return self.check_finite(F.cross_entropy(logits, y))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        n_adv = math.floor(self.hparams.adv_fraction * len(x) + 0.5)
-        if n_adv > 0:
-            # The batch is shuffled, so its first n_adv samples are a random subset.
-            x = torch.cat([self.train_attack(self, x[:n_adv], y[:n_adv]), x[n_adv:]])
+        x = self.mix_adversarial(x, y)
         logits = self(x)
         loss = self._loss(logits, y)
         self.train_acc(logits.argmax(1), y)
@@ -131,13 +116,3 @@ class ClassifierModule(AdvmedModule):
         self.test_adversarial.log_to(self)
         out.update(x_adv=result.x_adv, adv_pred=adv_pred, adv_confidence=adv_logits.softmax(1).amax(1), region=result.region)
         return out
-
-    def configure_optimizers(self):
-        cfg = self.hparams.optimizer or {"_target_": "torch.optim.AdamW", "lr": 1e-3}
-        optimizer = instantiate(cfg, params=self.parameters())
-        if not self.hparams.scheduler:
-            return optimizer
-        scheduler_cfg = dict(self.hparams.scheduler)
-        interval = scheduler_cfg.pop("interval", "epoch")
-        scheduler = instantiate(scheduler_cfg, optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

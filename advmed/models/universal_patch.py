@@ -54,6 +54,8 @@ class UniversalPatchModule(AdvmedModule):
         classifier_hparams: set from the checkpoint; rebuilds the classifier when restoring.
     """
 
+    monitor = ("val/attack_success_rate", "max")  # keep the patch that fools the most validation images
+
     def __init__(
         self,
         classifier_ckpt: str | None = None,

@@ -57,3 +57,64 @@ def adversarial_grid(
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     return Path(path)
+
+
+def _overlay(ax, image: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    """The image in gray with its label map on top (background transparent, one colour per class)."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    ax.imshow(_to_hwc(image), cmap="gray" if image.shape[0] == 1 else None, vmin=0, vmax=1)
+    colours = colormaps["tab10"](np.arange(max(num_classes, 2)) % 10)
+    colours[0, 3] = 0.0  # background shows the image
+    colours[1:, 3] = 0.45
+    ax.imshow(colours[labels.cpu().numpy()], interpolation="nearest")
+
+
+def segmentation_grid(
+    path: str | Path,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    pred: torch.Tensor,
+    adv_pred: torch.Tensor,
+    class_names: Sequence[str] | None = None,
+    amplify: float = 10.0,
+    region: torch.Tensor | None = None,
+) -> Path:
+    """Write a PNG grid for segmentation: one row per image, columns image | ground truth | clean
+    prediction | adversarial image | adversarial prediction | amplified difference.
+
+    Label maps are drawn over the image, one colour per class (legend in the first row).
+    ``region`` is accepted for symmetry with :func:`adversarial_grid` and drawn as outlines.
+    """
+    from matplotlib.patches import Patch
+
+    num_classes = len(class_names) if class_names else int(max(y.max(), pred.max(), adv_pred.max())) + 1
+    n = len(x)
+    fig = Figure(figsize=(12.0, 2.2 * n + 0.4))
+    axes = fig.subplots(n, 6, squeeze=False)
+    titles = ("image", "ground truth", "prediction", "adversarial", "adversarial prediction", f"difference x{amplify:g}")
+    for row in range(n):
+        _overlay(axes[row, 0], x[row], torch.zeros_like(y[row]), num_classes)
+        _overlay(axes[row, 1], x[row], y[row], num_classes)
+        _overlay(axes[row, 2], x[row], pred[row], num_classes)
+        _overlay(axes[row, 3], x_adv[row], torch.zeros_like(y[row]), num_classes)
+        _overlay(axes[row, 4], x_adv[row], adv_pred[row], num_classes)
+        diff = (0.5 + amplify * (x_adv[row] - x[row])).clamp(0, 1)
+        axes[row, 5].imshow(_to_hwc(diff), cmap="gray" if diff.shape[0] == 1 else None, vmin=0, vmax=1)
+        for col, ax in enumerate(axes[row]):
+            if region is not None and col in (0, 3) and region[row].any():
+                ax.contour(region[row, 0].float().cpu().numpy(), levels=[0.5], colors="cyan", linewidths=0.6)
+            if row == 0:
+                ax.set_title(titles[col], fontsize=8)
+            ax.axis("off")
+    if class_names:
+        from matplotlib import colormaps
+
+        colours = colormaps["tab10"](range(1, len(class_names)))
+        handles = [Patch(color=c, label=name) for c, name in zip(colours, class_names[1:])]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 if class_names else 0, 1, 1))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    return Path(path)

@@ -1,0 +1,70 @@
+"""What the supervised modules (classifier, segmenter) share: the optimiser and scheduler built
+from config, adversarial training / online augmentation with ``train_attack``, and a loss that
+stops the run with a clear message when it stops being finite."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hydra.utils import instantiate
+
+from advmed.models.base import AdvmedModule
+
+
+class SupervisedModule(AdvmedModule):
+    """Base of modules trained on ``(x, y)`` batches with one optimiser.
+
+    Subclasses call ``save_hyperparameters`` with ``optimizer``, ``scheduler`` and
+    ``adv_fraction`` among their arguments and then :meth:`init_attacks`.
+
+    - ``optimizer``: a Hydra ``_target_`` dict of a ``torch.optim`` optimiser (params added);
+      None: AdamW lr 1e-3.
+    - ``scheduler``: an optional ``_target_`` dict of a ``torch.optim.lr_scheduler`` scheduler,
+      with an optional ``interval`` (``epoch`` | ``step``).
+    - ``adv_fraction``: the fraction of each training batch replaced by ``train_attack``'s images
+      made with the current weights (adversarial training; with Inverse FGSM, the online form of
+      Pervin et al.'s augmentation); 0 disables it.
+    """
+
+    def init_attacks(self, train_attack, test_attack) -> None:
+        adv_fraction = self.hparams.adv_fraction
+        if not 0.0 <= adv_fraction <= 1.0:
+            raise ValueError(f"model.adv_fraction={adv_fraction} must be in [0, 1]")
+        if adv_fraction > 0 and train_attack is None:
+            raise ValueError(
+                f"model.adv_fraction={adv_fraction} needs a training attack: set attack@train_attack=fgsm (or pgd, ...)"
+            )
+        self.train_attack = train_attack
+        self.test_attack = test_attack
+
+    def mix_adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x`` with its first ``round(adv_fraction * N)`` samples replaced by ``train_attack``'s.
+
+        The batch is shuffled, so its first samples are a random subset. The attack runs the
+        model in eval mode (batch-norm statistics untouched) and leaves no parameter gradients.
+        """
+        n_adv = math.floor(self.hparams.adv_fraction * len(x) + 0.5)
+        if n_adv == 0:
+            return x
+        return torch.cat([self.train_attack(self, x[:n_adv], y[:n_adv]), x[n_adv:]])
+
+    def check_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss``, or a FloatingPointError that says where it diverged and what to change."""
+        if not torch.isfinite(loss):
+            optimizer = self.hparams.get("optimizer") or {}
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: lower "
+                f"model.optimizer.lr (now {optimizer.get('lr', '?')}) or check the inputs are finite and in [0, 1]"
+            )
+        return loss
+
+    def configure_optimizers(self):
+        cfg = self.hparams.get("optimizer") or {"_target_": "torch.optim.AdamW", "lr": 1e-3}
+        optimizer = instantiate(cfg, params=self.parameters())
+        if not self.hparams.get("scheduler"):
+            return optimizer
+        scheduler_cfg = dict(self.hparams.scheduler)
+        interval = scheduler_cfg.pop("interval", "epoch")
+        scheduler = instantiate(scheduler_cfg, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
