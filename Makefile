@@ -8,9 +8,14 @@ PYTEST_ARGS ?=
 PAPER_SNAP_DIR ?= outputs/paper_snap
 PAPER_SNAP_AREAS ?= 0.02,0.05,0.1
 PAPER_SNAP_ARGS ?=
+PAPER_PERVIN_DIR ?= outputs/paper_pervin
+# CPU scale of `make paper-pervin` (the paper's: 128 px, 30 epochs; see experiments/pervin/README.md)
+PAPER_PERVIN_DATA ?= data.image_size=64
+PAPER_PERVIN_ARGS ?= trainer.max_epochs=12
+PAPER_PERVIN_EPS ?= 0,0.02,0.04,0.06,0.08,0.1,0.12,0.14,0.16,0.18,0.2
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint bench paper-pgd-study paper-snap clean
+.PHONY: help install demo test test-full lint bench paper-pgd-study paper-snap paper-pervin clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +58,19 @@ paper-snap: install ## SNAP patches on synthetic lymph nodes: ResNet50, area swe
 	$(PY) -m advmed.train experiment=snap/synthetic_resnet50 test=false $(PAPER_SNAP_ARGS) hydra.run.dir=$(PAPER_SNAP_DIR)/train
 	$(PY) -m advmed.evaluate -m experiment=snap/synthetic_resnet50 $(PAPER_SNAP_ARGS) ckpt_path=$(PAPER_SNAP_DIR)/train/checkpoints/best.ckpt attack.area_fraction=$(PAPER_SNAP_AREAS) hydra.sweep.dir=$(PAPER_SNAP_DIR)/area_sweep
 	$(PY) experiments/snap/aggregate.py $(PAPER_SNAP_DIR)/area_sweep --headline 0.1 --output-dir $(PAPER_SNAP_DIR)
+
+paper-pervin: install ## U-Net + FGSM / Inverse-FGSM augmentation on synthetic CT, Tables 1-2; see experiments/pervin/README.md
+	rm -rf $(PAPER_PERVIN_DIR)
+	$(PY) -m advmed.train experiment=pervin/unet $(PAPER_PERVIN_DATA) $(PAPER_PERVIN_ARGS) hydra.run.dir=$(PAPER_PERVIN_DIR)/unet
+	$(PY) -m advmed.augment experiment=pervin/unet $(PAPER_PERVIN_DATA) ckpt_path=$(PAPER_PERVIN_DIR)/unet/checkpoints/best.ckpt attack=fgsm attack.eps=0.1 output_dir=$(PAPER_PERVIN_DIR)/augment_fgsm hydra.run.dir=$(PAPER_PERVIN_DIR)/augment_fgsm_log
+	$(PY) -m advmed.augment experiment=pervin/unet $(PAPER_PERVIN_DATA) ckpt_path=$(PAPER_PERVIN_DIR)/unet/checkpoints/best.ckpt attack=inverse_fgsm attack.eps=0.1 output_dir=$(PAPER_PERVIN_DIR)/augment_invfgsm hydra.run.dir=$(PAPER_PERVIN_DIR)/augment_invfgsm_log
+	$(PY) -m advmed.train experiment=pervin/unet_fgsm augmented_root=$(PAPER_PERVIN_DIR)/augment_fgsm $(PAPER_PERVIN_DATA) $(PAPER_PERVIN_ARGS) hydra.run.dir=$(PAPER_PERVIN_DIR)/unet_fgsm
+	$(PY) -m advmed.train experiment=pervin/unet_invfgsm augmented_root=$(PAPER_PERVIN_DIR)/augment_invfgsm $(PAPER_PERVIN_DATA) $(PAPER_PERVIN_ARGS) hydra.run.dir=$(PAPER_PERVIN_DIR)/unet_invfgsm
+	for model in unet unet_fgsm unet_invfgsm; do \
+	  $(PY) -m advmed.evaluate -m experiment=pervin/unet $(PAPER_PERVIN_DATA) ckpt_path=$(PAPER_PERVIN_DIR)/$$model/checkpoints/best.ckpt \
+	    attack=fgsm attack.eps=$(PAPER_PERVIN_EPS) callbacks.adversarial_examples.num_images=4 hydra.sweep.dir=$(PAPER_PERVIN_DIR)/eps_sweep/$$model || exit 1; \
+	done
+	$(PY) experiments/pervin/aggregate.py $(PAPER_PERVIN_DIR)
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

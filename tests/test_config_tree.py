@@ -31,7 +31,13 @@ def test_every_option_resolves(group):
     for option in _options(group):
         # The universal SNAP patch attacks a trained classifier: its checkpoint has no default.
         needs_classifier = option in ("universal_patch", "snap/universal")
-        cfg = _compose("train", [f"{group}={option}", *(["model.classifier_ckpt=/c.ckpt"] if needs_classifier else [])])
+        # Training on an attacked copy needs the folder advmed.augment wrote.
+        needs_copy = option.startswith("pervin/") and option != "pervin/unet"
+        cfg = _compose("train", [
+            f"{group}={option}",
+            *(["model.classifier_ckpt=/c.ckpt"] if needs_classifier else []),
+            *(["augmented_root=/copy"] if needs_copy else []),
+        ])
         for key in ("num_classes", "in_channels", "image_size"):  # data-derived values flow down
             assert cfg["model"].get(key, cfg["data"][key]) == cfg["data"][key], (option, key)
         assert cfg["trainer"]["inference_mode"] is False  # attacks in test_step need gradients
@@ -50,7 +56,7 @@ def test_demo_experiment_sets_the_documented_job():
     assert cfg["data"]["image_size"] == 64 and cfg["trainer"]["max_epochs"] == 8
 
 
-@pytest.mark.parametrize("entry", ["evaluate", "study"])
+@pytest.mark.parametrize("entry", ["evaluate", "study", "augment"])
 def test_entry_configs_need_a_checkpoint(entry):
     with pytest.raises(Exception, match="ckpt_path"):
         _compose(entry, [])

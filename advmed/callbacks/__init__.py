@@ -2,7 +2,8 @@
 
 from advmed.callbacks.adversarial_examples import AdversarialExamplesCallback
 from advmed.callbacks.best_checkpoint import BestCheckpoint
+from advmed.callbacks.metric_history import MetricHistoryCallback
 from advmed.callbacks.pgd_study import PGDStudyCallback
 from advmed.callbacks.robustness_table import RobustnessTableCallback
 
-__all__ = ["AdversarialExamplesCallback", "BestCheckpoint", "PGDStudyCallback", "RobustnessTableCallback"]
+__all__ = ["AdversarialExamplesCallback", "BestCheckpoint", "MetricHistoryCallback", "PGDStudyCallback", "RobustnessTableCallback"]

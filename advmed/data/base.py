@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from advmed.data.augmentation import build_augmentation
+from advmed.data.copy_layouts import ClassFolderLayout, CopyLayout
 from advmed.data.readers import read_image, scan_class_folders
 
 SPLITS = ("train", "val", "test")
@@ -62,26 +63,32 @@ class SubsetDataset(LabelledDataset):
         self.dataset = dataset
         self.indices = indices.long()
         self.targets = dataset.targets[self.indices]
+        if hasattr(dataset, "names"):  # item names (file names of attacked copies) survive subsetting
+            self.names = [dataset.names[i] for i in self.indices.tolist()]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.dataset[int(self.indices[index])]
 
 
 class ImageFolderDataset(LabelledDataset):
-    """``(path, label)`` items read on access as float32 [0, 1] (3, size, size) images.
+    """``(path, label)`` items read on access as float32 [0, 1] (in_channels, size, size) images.
 
     Tiles of another size are resized with antialiasing; ``size=None`` keeps them as stored.
-    ``names`` are ``<CLASS>/<file stem>``, unique within a class-folder dataset.
+    ``in_channels=1`` keeps one channel of the RGB the reader returns (grayscale files are read as
+    gray replicated to RGB). ``names`` are ``<CLASS>/<file stem>``, unique within a class-folder dataset.
     """
 
-    def __init__(self, items: Sequence[tuple[Path, int]], image_size: int | None = None) -> None:
+    def __init__(self, items: Sequence[tuple[Path, int]], image_size: int | None = None, in_channels: int = 3) -> None:
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3 for image folders, got {in_channels}")
         self.paths = [path for path, _ in items]
         self.targets = torch.tensor([label for _, label in items], dtype=torch.long)
         self.names = [f"{path.parent.name}/{path.stem}" for path in self.paths]
         self.image_size = image_size
+        self.in_channels = in_channels
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(read_image(self.paths[index])).permute(2, 0, 1)
+        image = torch.from_numpy(read_image(self.paths[index])).permute(2, 0, 1)[: self.in_channels]
         return to_float_image(image, self.image_size), self.targets[index]
 
 
@@ -195,6 +202,13 @@ class SplitDataModule(L.LightningDataModule):
     def _read_extra_root(self, root: str) -> Dataset:
         """The training items of one ``extra_train_roots`` folder."""
         raise NotImplementedError
+
+    def copy_layout(self) -> CopyLayout:
+        """How ``python -m advmed.augment`` stores an item of an attacked copy: the layout that
+        ``_read_extra_root`` reads back (:mod:`advmed.data.copy_layouts`)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not say how to write a copy of its data: implement copy_layout()"
+        )
 
     def full_split(self, split: str) -> Dataset:
         """``split`` as the dataset defines it, before ``train_fraction`` and ``extra_train_roots``:
@@ -315,8 +329,11 @@ class ClassificationDataModule(SplitDataModule):
         keep, _ = stratified_split(dataset.targets, fraction, self.seed)
         return SubsetDataset(dataset, keep)
 
+    def copy_layout(self) -> ClassFolderLayout:
+        return ClassFolderLayout(self.class_names)
+
     def _read_extra_root(self, root: str) -> LabelledDataset:
-        return ImageFolderDataset(scan_class_folders(root, self.class_names, strict=False), self.image_size)
+        return ImageFolderDataset(scan_class_folders(root, self.class_names, strict=False), self.image_size, self.in_channels)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment on the device, in training only: val/test batches and attacks see clean images."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from advmed.data.base import SplitDataModule
+from advmed.data.copy_layouts import PNGPairLayout
 
 BACKGROUND = "background"
 
@@ -153,6 +154,9 @@ class SegmentationDataModule(SplitDataModule):
     def _subset(self, dataset: SegmentationDataset, fraction: float) -> SegmentationDataset:
         keep, _ = group_split(dataset.groups, fraction, self.seed)
         return SegmentationSubset(dataset, keep)
+
+    def copy_layout(self) -> PNGPairLayout:
+        return PNGPairLayout()
 
     def _read_extra_root(self, root: str) -> SegmentationDataset:
         from advmed.data.png_pairs import PNGPairDataset  # png_pairs builds on this module
