@@ -47,6 +47,7 @@ lint: install ## ruff
 bench: install ## speed comparisons against the peer libraries (experiments/benchmarks)
 	$(PY) experiments/benchmarks/attacks.py --arch resnet34 --image-size 64 --batch 32 --steps 10
 	$(PY) experiments/benchmarks/snap.py --arch resnet50 --image-size 64 --batch 32 --steps 10
+	$(PY) experiments/benchmarks/unet.py --image-size 128 --batch 16 --steps 20
 
 paper-pgd-study: install ## PGD attack-success study (Fig. 3a-d) on synthetic histology; see experiments/pgd_study/README.md
 	$(PY) -m advmed.train experiment=pgd_study/synthetic hydra.run.dir=outputs/paper_pgd_study/train

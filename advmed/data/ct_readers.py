@@ -1,4 +1,4 @@
-"""Reading CT volumes and slices with label maps: orientation, display slices, HU windowing.
+"""Reading CT volumes and slices with label maps: orientation, display slices, ``.npz`` intensities.
 
 Volumes (a NIfTI file, or a folder holding one DICOM series) load with MONAI's ``LoadImage``
 (``NibabelReader`` / ``PydicomReader``; nibabel and pydicom underneath, HU from
@@ -15,7 +15,7 @@ What is written by hand here, because MONAI does not do it:
   seen from the feet (radiological convention): the patient's right on the image's left
   (column 0), anterior at the top (row 0). The same index operation is used for any
   ``axcodes``, so image and label always agree.
-* HU windowing into [0, 1] (DESIGN contract 1), and the intensity rule of ``.npz`` slices.
+* The intensity rule of ``.npz`` slices (HU ones go through :func:`advmed.data.hu_window.window_hu`).
 
 The organ map (dataset label ids -> output classes) lives in :mod:`advmed.data.ct_labels`.
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import warnings
 import zipfile
 from collections import Counter
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from advmed.data.hu_window import window_hu
 from advmed.data.readers import ImageReadError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -57,22 +57,6 @@ def quiet_monai() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-
-
-def check_window(level: float, width: float) -> None:
-    """A HU window needs a finite level and a width > 0."""
-    if not (math.isfinite(float(level)) and math.isfinite(float(width)) and float(width) > 0):
-        raise ValueError(
-            f"HU window window_level={level}, window_width={width} is invalid: the width must be > 0 "
-            "(e.g. abdomen 40/400, liver 60/160); set data.window_level / data.window_width"
-        )
-
-
-def window_hu(hu: np.ndarray, level: float, width: float) -> np.ndarray:
-    """HU -> float32 in [0, 1]: ``level - width/2`` maps to 0, ``level + width/2`` to 1, clipped."""
-    check_window(level, width)
-    low = float(level) - float(width) / 2.0
-    return np.clip((np.asarray(hu, dtype=np.float32) - low) / float(width), 0.0, 1.0)
 
 
 def check_axcodes(axcodes: str) -> str:

@@ -39,27 +39,21 @@ import numpy as np
 import torch
 
 from advmed.data.ct_labels import MAX_LABEL_ID, OrganMap
-from advmed.data.ct_readers import (
-    axial_slices,
-    check_axcodes,
-    check_window,
-    load_pair,
-    npz_to_unit,
-    read_npz_slice,
-    window_hu,
-)
+from advmed.data.ct_readers import axial_slices, check_axcodes, load_pair, npz_to_unit, read_npz_slice
 from advmed.data.ct_sources import LAYOUT_HINT, Volume, assign_volumes, check_fractions, find_volumes
+from advmed.data.hu_window import check_window, window_hu
 from advmed.data.png_pairs import read_png_image, read_png_mask
 from advmed.data.readers import existing_folder
 from advmed.data.segmentation import SegmentationDataModule, TensorSegmentationDataset, resize_pair
 
 log = logging.getLogger(__name__)
 
-# Chen 2019's four organs, by organ name of the label preset (works for all presets).
+# Chen 2019's four organs, by organ name of the label preset (works for all presets), in the class order
+# of data=synthetic_ct and conf/data/ct_slices.yaml: a model trained on one dataset tests on the other.
 DEFAULT_ORGANS = {
+    "liver": ["liver"],
     "spleen": ["spleen"],
     "kidneys": ["kidney_right", "kidney_left"],
-    "liver": ["liver"],
     "pancreas": ["pancreas"],
 }
 

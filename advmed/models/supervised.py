@@ -19,7 +19,8 @@ class SupervisedModule(AdvmedModule):
     ``adv_fraction`` among their arguments and then :meth:`init_attacks`.
 
     - ``optimizer``: a Hydra ``_target_`` dict of a ``torch.optim`` optimiser (params added);
-      None: AdamW lr 1e-3.
+      None: AdamW lr 1e-3. Keys set to null are left out (the optimiser's default), so that a
+      config switching e.g. SGD to Adam can drop ``momentum`` with ``momentum: null``.
     - ``scheduler``: an optional ``_target_`` dict of a ``torch.optim.lr_scheduler`` scheduler,
       with an optional ``interval`` (``epoch`` | ``step``).
     - ``adv_fraction``: the fraction of each training batch replaced by ``train_attack``'s images
@@ -61,10 +62,10 @@ class SupervisedModule(AdvmedModule):
 
     def configure_optimizers(self):
         cfg = self.hparams.get("optimizer") or {"_target_": "torch.optim.AdamW", "lr": 1e-3}
-        optimizer = instantiate(cfg, params=self.parameters())
+        optimizer = instantiate({k: v for k, v in cfg.items() if v is not None}, params=self.parameters())
         if not self.hparams.get("scheduler"):
             return optimizer
-        scheduler_cfg = dict(self.hparams.scheduler)
+        scheduler_cfg = {k: v for k, v in self.hparams.scheduler.items() if v is not None}
         interval = scheduler_cfg.pop("interval", "epoch")
         scheduler = instantiate(scheduler_cfg, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

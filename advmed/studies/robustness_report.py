@@ -15,6 +15,11 @@ ROBUSTNESS_METRICS = [
     ("test/acc", "clean accuracy"),
     ("test/adv_acc", "adversarial accuracy"),
     ("test/attack_success_rate", "attack success rate (correct -> fooled; targeted: -> target)"),
+    ("test/dice", "clean mean Dice (organs)"),
+    ("test/adv_dice", "adversarial mean Dice"),
+    ("test/dice_drop", "Dice drop (clean - adversarial)"),
+    ("test/iou", "clean mean IoU (organs)"),
+    ("test/adv_iou", "adversarial mean IoU"),
     ("test/linf", "mean L-inf of perturbation"),
     ("test/l2", "mean L2 of perturbation"),
     ("test/area_fraction", "mean area fraction covered (patch attacks)"),
@@ -22,13 +27,33 @@ ROBUSTNESS_METRICS = [
 ]
 
 
+# Per-class segmentation scores, ``test/<score>_<class>``: one table row per class instead.
+PER_CLASS_SCORES = ("dice", "adv_dice", "dice_drop", "iou", "adv_iou")
+
+
+def per_class_keys(metrics: dict[str, float]) -> dict[str, dict[str, str]]:
+    """``{class: {score: metric key}}`` of the per-class segmentation scores in ``metrics``."""
+    classes = [k[len("test/dice_"):] for k in metrics if k.startswith("test/dice_") and not k.startswith("test/dice_drop")]
+    return {c: {s: f"test/{s}_{c}" for s in PER_CLASS_SCORES if f"test/{s}_{c}" in metrics} for c in sorted(classes)}
+
+
 def robustness_rows(metrics: dict[str, float]) -> list[list[Any]]:
     """``[label, value]`` rows: the metrics above in their order, then any other ``test/*`` metric
-    a module reports (under its own key), so a new model family needs no change here."""
+    a module reports (under its own key), so a new model family needs no change here. Per-class
+    segmentation scores are left to :func:`per_class_rows`."""
     known = dict(ROBUSTNESS_METRICS)
+    known.update({key: "" for scores in per_class_keys(metrics).values() for key in scores.values()})
     rows = [[label, float(metrics[key])] for key, label in ROBUSTNESS_METRICS if key in metrics]
     rows += [[key, float(metrics[key])] for key in sorted(metrics) if key.startswith("test/") and key not in known]
     return rows
+
+
+def per_class_rows(metrics: dict[str, float]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the per-class table (class | dice | adv_dice | ...); no rows when none."""
+    table = per_class_keys(metrics)
+    scores = [s for s in PER_CLASS_SCORES if any(s in keys for keys in table.values())]
+    rows = [[c, *(float(metrics[keys[s]]) if s in keys else "" for s in scores)] for c, keys in table.items()]
+    return ["class", *scores], rows
 
 
 # The arguments a reader needs to tell two attacks apart; the rest stays in metrics.json.
@@ -68,12 +93,17 @@ def write_report(
         f"- attack: `{attack}`",
         "",
         markdown_table(["metric", "value"], robustness_rows(metrics)),
-        "Attack success rate counts only images classified correctly before the attack "
-        "(natively misclassified images are excluded, as in the PGD attack-success study).",
-        "",
     ]
+    columns, rows = per_class_rows(metrics)
+    if rows:
+        lines += ["## Per class", "", markdown_table(columns, rows),
+                  "Scores pool each class's pixels over the test split; a class absent from both labels and "
+                  "predictions has no score (nan, neither 0 nor 1).", ""]
+    if "test/attack_success_rate" in metrics:
+        lines += ["Attack success rate counts only images classified correctly before the attack "
+                  "(natively misclassified images are excluded, as in the PGD attack-success study).", ""]
     if image_file and (output_dir / image_file).is_file():
-        lines += ["## Examples (clean | adversarial | amplified difference)", "", f"![adversarial examples]({image_file})", ""]
+        lines += ["## Examples", "", f"![adversarial examples]({image_file})", ""]
     write_json(output_dir / "metrics.json", {"metrics": metrics, "attack": attack_cfg, "ckpt_path": ckpt_path, "data": data_name})
     return write_text(output_dir / "report.md", "\n".join(lines))
 

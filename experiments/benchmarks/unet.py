@@ -112,7 +112,7 @@ def main() -> None:
     )
     rounds = {"lightning": [], "bare": []}
     runs = {"lightning": lightning_round, "bare": bare_round}
-    for name, fn in runs.items():  # warm-up
+    for fn in runs.values():  # warm-up
         fn(template, loader, 2, args.device, args.bf16)
     for r in range(args.repeats):
         for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:

@@ -13,7 +13,7 @@ from tests.conftest import CONFIG_DIR
 from tests.data.test_medmnist import write_medmnist
 from tests.data.test_nct_crc_he import write_nct_layout
 
-DATA_CONFIGS = ("synthetic_histology", "nct_crc_he", "medmnist", "synthetic_lymph_node", "pcam", "hcd")
+DATA_CONFIGS = ("synthetic_histology", "nct_crc_he", "medmnist", "synthetic_lymph_node", "pcam", "hcd", "synthetic_ct", "ct_slices")
 
 
 def _compose(name: str, *overrides: str):

@@ -21,8 +21,8 @@ from advmed.data.ct_readers import (
     load_volume,
     npz_to_unit,
     read_npz_slice,
-    window_hu,
 )
+from advmed.data.hu_window import window_hu
 from advmed.data.readers import ImageReadError
 
 SHAPE = (32, 28, 6)  # (x, y, z) voxels in RAS
