@@ -29,7 +29,7 @@ from advmed.data.writers import DatasetWriter, code_version, item_names
 from advmed.models import load_module
 from advmed.utils.files import file_sha256
 from advmed.utils.resolvers import register_resolvers
-from advmed.utils.run import plain, seed_run
+from advmed.utils.run import check_required, plain, seed_run
 
 register_resolvers()
 
@@ -46,6 +46,7 @@ def pick_device(name: str) -> torch.device:
 def augment(cfg: DictConfig) -> tuple[int, Path]:
     """Write the attacked copy of ``cfg.split`` of ``cfg.data`` to ``cfg.output_dir``; return
     ``(number of items, output folder)``."""
+    check_required(cfg)
     attack = build_attack(cfg.get("attack"))
     if attack is None:
         raise ValueError(

@@ -16,6 +16,7 @@ from advmed.studies.robustness_report import write_report
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import (
     build_trainer,
+    check_required,
     data_name,
     finish_loggers,
     output_dir,
@@ -29,6 +30,7 @@ register_resolvers()
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on the data's test split, clean and under ``cfg.attack``."""
+    check_required(cfg)
     datamodule = instantiate(cfg.data)
     attack = build_attack(cfg.get("attack"))
     module = load_module(cfg.ckpt_path, datamodule=datamodule)

@@ -21,6 +21,7 @@ from advmed.utils.files import write_json
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import (
     build_trainer,
+    check_required,
     data_name,
     finish_loggers,
     output_dir,
@@ -46,6 +47,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test the best checkpoint, write metrics.json and report.md; return the metrics."""
     # Build everything the config describes before training, so that a typo costs no fit and
     # a failed run leaves no logger files behind.
+    check_required(cfg)
     seed_run(cfg)
     datamodule = instantiate(cfg.data)
     model = build_model(cfg)

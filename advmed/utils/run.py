@@ -17,6 +17,29 @@ def instantiate_group(cfg: DictConfig | None) -> list:
     return [instantiate(entry) for entry in (cfg or {}).values() if entry and "_target_" in entry]
 
 
+def check_required(cfg: DictConfig) -> None:
+    """Raise one clear error naming every mandatory value (``???``) the run leaves unset, before
+    anything is built (OmegaConf would otherwise fail later at the first use, e.g. "Missing value at index 0")."""
+    def unset(node, prefix: str):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from unset(value, f"{prefix}{key}.")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from unset(value, f"{prefix}{i}.")
+        elif node == "???":
+            yield prefix[:-1]
+
+    # Unresolved: a missing value reached through an interpolation is reported under its own name.
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    missing = sorted(key for key in unset(raw, "") if not key.startswith("hydra."))
+    if missing:
+        raise ValueError(
+            f"required config value(s) not set: {', '.join(missing)}; give them on the command line, e.g. "
+            + " ".join(f"{key}=..." for key in missing)
+        )
+
+
 def seed_run(cfg: DictConfig) -> None:
     """Seed Python, NumPy and torch (and dataloader workers) from ``cfg.seed``: CPU runs repeat exactly."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -58,7 +58,7 @@ def test_augmented_experiments_need_the_copy_folder(tmp_path):
     from advmed.train import train
 
     cfg = compose_config("train", ["experiment=pervin/unet_fgsm"], tmp_path)
-    with pytest.raises(Exception, match="augmented_root"):
+    with pytest.raises(Exception, match="required config value.*augmented_root"):
         train(cfg)
 
 
