@@ -77,5 +77,17 @@ def test_bad_data_root_fails_before_anything_is_written(tmp_path):
 def test_report_lists_known_metrics_then_any_other_test_metric():
     from advmed.studies.robustness_report import robustness_rows
 
-    rows = robustness_rows({"test/adv_acc": 0.2, "test/acc": 0.9, "test/dice_liver": 0.7, "val/acc": 0.8})
-    assert rows == [["clean accuracy", 0.9], ["adversarial accuracy", 0.2], ["test/dice_liver", 0.7]]
+    rows = robustness_rows({"test/adv_acc": 0.2, "test/acc": 0.9, "test/hausdorff": 7.0, "val/acc": 0.8})
+    assert rows == [["clean accuracy", 0.9], ["adversarial accuracy", 0.2], ["test/hausdorff", 7.0]]
+
+
+def test_report_puts_per_class_segmentation_scores_in_their_own_table():
+    from advmed.studies.robustness_report import per_class_rows, robustness_rows
+
+    metrics = {"test/dice": 0.8, "test/adv_dice": 0.5, "test/dice_drop": 0.3, "test/dice_liver": 0.9,
+               "test/adv_dice_liver": 0.6, "test/dice_drop_liver": 0.3, "test/dice_spleen": 0.7, "test/iou_spleen": 0.55}
+    assert robustness_rows(metrics) == [["clean mean Dice (organs)", 0.8], ["adversarial mean Dice", 0.5],
+                                        ["Dice drop (clean - adversarial)", 0.3]]
+    columns, rows = per_class_rows(metrics)
+    assert columns == ["class", "dice", "adv_dice", "dice_drop", "iou"]
+    assert rows == [["liver", 0.9, 0.6, 0.3, ""], ["spleen", 0.7, "", "", 0.55]]

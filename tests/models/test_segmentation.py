@@ -119,3 +119,30 @@ def test_a_diverging_loss_names_the_learning_rate():
     model = _module()
     with pytest.raises(FloatingPointError, match="lower model.optimizer.lr"):
         model._loss(torch.full((1, 3, 4, 4), float("nan")), torch.zeros(1, 4, 4, dtype=torch.long))
+
+
+def test_metric_history_writes_every_epoch_and_continues_after_a_resume(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from advmed.callbacks import MetricHistoryCallback
+
+    def fit(epochs: int, ckpt_path=None):
+        history = MetricHistoryCallback(str(tmp_path))
+        last = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
+        _trainer(tmp_path, epochs=epochs, callbacks=[history, last]).fit(
+            _module(), datamodule=ToySegmentationDataModule(n=16), ckpt_path=ckpt_path)
+
+    def rows():
+        import csv
+
+        with (tmp_path / "history.csv").open() as f:
+            return list(csv.DictReader(f))
+
+    L.seed_everything(0)
+    fit(2)
+    first = rows()
+    assert [r["epoch"] for r in first] == ["0", "1"]
+    assert {"train/loss", "val/iou", "val/dice_disc"} <= set(first[0]) and all(r["val/iou"] for r in first)
+    fit(3, ckpt_path=tmp_path / "ckpt" / "last.ckpt")  # a new callback instance: the rows come from the checkpoint
+    resumed = rows()
+    assert [r["epoch"] for r in resumed] == ["0", "1", "2"] and resumed[:2] == first
