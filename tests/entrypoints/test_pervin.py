@@ -42,8 +42,10 @@ def test_unet_trains_and_tests_on_a_ct_folder(layout, tmp_path):
     from advmed.train import train
 
     root = write_btcv(tmp_path / "btcv", 5) if layout == "nifti" else write_png_cases(tmp_path / "png")
+    # The PNG run also trains online on FGSM images (half of every batch), as the README shows.
+    online = ["attack@train_attack=fgsm", "train_attack.eps=0.05", "model.adv_fraction=0.5"] if layout == "png" else []
     run = tmp_path / "run"
-    metrics = train(compose_config("train", ["data=ct_slices", f"data.root={root}", *SMALL_UNET], run))
+    metrics = train(compose_config("train", ["data=ct_slices", f"data.root={root}", *SMALL_UNET, *online], run))
     assert {"test/dice", "test/iou", "test/adv_dice", "test/dice_drop", "test/dice_liver"} <= set(metrics)
     assert 0.0 <= metrics["test/dice_liver"] <= 1.0 and metrics["test/linf"] == pytest.approx(0.1, abs=1e-4)
     with (run / "history.csv").open() as f:

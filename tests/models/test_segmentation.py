@@ -1,8 +1,6 @@
-"""U-Net, the segmentation scores' absent-organ rule, and SegmentationModule training / attacked testing."""
+"""SegmentationModule: training, attacked testing, online augmentation, checkpoints, metric history."""
 
 from __future__ import annotations
-
-import math
 
 import lightning as L
 import pytest
@@ -10,10 +8,8 @@ import torch
 
 from advmed.attacks import FGSM
 from advmed.callbacks import AdversarialExamplesCallback, BestCheckpoint
-from advmed.metrics.segmentation import SegmentationScores
 from advmed.models.checkpoint import load_module
 from advmed.models.segmentation import SegmentationModule
-from advmed.nets import UNet
 from tests.models.segmentation_toy import CLASS_NAMES, ToySegmentationDataModule
 
 ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-2}
@@ -29,37 +25,6 @@ def _trainer(tmp_path, epochs: int, **kwargs) -> L.Trainer:
         max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path, deterministic=True, inference_mode=False, **kwargs,
     )
-
-
-def test_unet_reaches_the_papers_bottleneck_and_keeps_the_input_size():
-    net = UNet(num_classes=5, in_channels=1)  # defaults: base 16, depth 4
-    shapes = []
-    net.bottleneck.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(output.shape[1:])))
-    assert net(torch.rand(2, 1, 128, 128)).shape == (2, 5, 128, 128)
-    assert shapes == [(256, 8, 8)]
-
-
-def test_unet_refuses_sizes_its_poolings_cannot_halve():
-    with pytest.raises(ValueError, match="divisible by 16"):
-        UNet(num_classes=3, depth=4)(torch.rand(1, 1, 40, 40))
-
-
-def test_scores_count_an_absent_organ_neither_as_zero_nor_as_one():
-    scores = SegmentationScores(["background", "a", "b", "c"])
-    # Image 1: organ a perfect (2 px); organ b absent from label and prediction.
-    # Image 2: organ a absent from both; organ b predicted on 1 px where the label has 2 px.
-    target = torch.tensor([[[1, 1], [0, 0]], [[2, 2], [0, 0]]])
-    pred = torch.tensor([[[1, 1], [0, 0]], [[2, 0], [0, 0]]])
-    scores.update(pred, target)
-    out = scores.compute()
-    assert out["dice_a"].item() == pytest.approx(1.0)  # not dragged down by image 2
-    assert out["dice_b"].item() == pytest.approx(2 * 1 / (2 * 1 + 0 + 1))  # not lifted by image 1
-    assert out["iou_b"].item() == pytest.approx(0.5)
-    assert math.isnan(out["dice_c"].item()) and math.isnan(out["iou_c"].item())  # absent everywhere
-    assert out["dice"].item() == pytest.approx((1.0 + 2 / 3) / 2)  # mean over the organs that exist
-    scores.reset()
-    scores.update(target, target)
-    assert scores.compute()["dice"].item() == pytest.approx(1.0)
 
 
 def test_module_learns_the_toy_task_and_attacks_lower_its_dice(tmp_path):
