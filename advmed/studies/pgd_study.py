@@ -25,8 +25,6 @@ its own ``2.5 * eps / i``. The paper used one fixed step for every eps: set ``al
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -34,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -43,7 +39,13 @@ from torch.utils.data import DataLoader
 from advmed.attacks import PGD
 from advmed.attacks.validation import check_alpha, check_eps, check_seed
 from advmed.metrics.attack_success import attack_success_mask
-from advmed.utils.files import atomic_write, write_json, write_text
+from advmed.studies.pgd_study_figures import (
+    plot_success_vs_confidence,
+    plot_success_vs_eps,
+    plot_success_vs_iterations,
+)
+from advmed.studies.tables import Table, write_csv
+from advmed.utils.files import write_json
 from advmed.utils.loggers import log_image, log_table
 
 # The paper's grid: 0.02 .. 0.20 in steps of 0.02 (fractions of the [0, 1] intensity range).
@@ -238,12 +240,6 @@ def attack_records(
 # --------------------------------------------------------------------------- tables
 
 
-@dataclass(frozen=True)
-class Table:
-    columns: list[str]
-    rows: list[list[Any]]
-
-
 def _rate(n_fooled: int, n_eligible: int) -> float:
     return n_fooled / n_eligible if n_eligible else math.nan  # undefined without eligible images
 
@@ -285,100 +281,6 @@ def confidence_bins_table(records: StudyRecords, bins: ConfidenceBins) -> Table:
             n_eligible, n_fooled = int(in_bin.sum()), int(final[in_bin].sum())
             rows.append([eps, b, edges[b], edges[b + 1], n_eligible, n_fooled, _rate(n_fooled, n_eligible)])
     return Table(["eps", "bin", "conf_low", "conf_high", "n_eligible", "n_fooled", "success_rate"], rows)
-
-
-def write_csv(path: str | Path, table: Table) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(table.columns)
-    writer.writerows(table.rows)
-    return write_text(path, buffer.getvalue())
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _save(fig, path: str | Path) -> Path:
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    return Path(path)
-
-
-def _percent_axis(ax, xlabel: str) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("attack success rate (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-
-
-def _by_eps(table: Table, x_column: str) -> dict[float, tuple[list, list]]:
-    """Rows of a per-eps table grouped into one (x values, success rates in %) series per eps."""
-    ix, ieps, irate = (table.columns.index(c) for c in (x_column, "eps", "success_rate"))
-    series: dict[float, tuple[list, list]] = {}
-    for row in table.rows:
-        xs, ys = series.setdefault(row[ieps], ([], []))
-        xs.append(row[ix])
-        ys.append(100 * row[irate])
-    return series
-
-
-def plot_success_vs_eps(
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    path: str | Path,
-    title: str,
-    legend_title: str | None = None,
-) -> Path:
-    """Fig. 3a (one series) / 3d (one per training-set size): success rate (fractions) vs eps."""
-    fig = Figure(figsize=(5, 3.6))
-    ax = fig.subplots()
-    for label, (eps, rate) in series.items():
-        ax.plot(eps, [100 * r for r in rate], marker="o", label=label)
-    _percent_axis(ax, "epsilon (fraction of the intensity range)")
-    ax.set_title(title)
-    if len(series) > 1:
-        ax.legend(title=legend_title, fontsize=8)
-    return _save(fig, path)
-
-
-def plot_success_vs_iterations(table: Table, path: str | Path) -> Path:
-    """Fig. 3b: success rate vs PGD iterations, one line per eps."""
-    fig = Figure(figsize=(5, 3.6))
-    ax = fig.subplots()
-    series = _by_eps(table, "iteration")
-    colors = colormaps["viridis"](torch.linspace(0, 0.9, len(series)).tolist())
-    for color, (eps, (steps, rate)) in zip(colors, series.items()):
-        ax.plot(steps, rate, marker=".", color=color, label=f"{eps:g}")
-    _percent_axis(ax, "PGD iterations")
-    ax.set_title("Attack success vs iterations")
-    ax.legend(title="epsilon", fontsize=7, ncol=2)
-    return _save(fig, path)
-
-
-def plot_success_vs_confidence(table: Table, bins: ConfidenceBins, n_below: int, path: str | Path) -> Path:
-    """Fig. 3c: success rate per clean-confidence bin, one line per eps; grey bars: images per bin."""
-    fig = Figure(figsize=(5.6, 3.8))
-    ax = fig.subplots()
-    edges = bins.edges().tolist()
-    centres = [(lo + hi) / 2 for lo, hi in zip(edges[:-1], edges[1:])]
-    counts = [row[table.columns.index("n_eligible")] for row in table.rows[: bins.n]]
-    bars = ax.twinx()
-    bars.bar(centres, counts, width=0.9 * (edges[1] - edges[0]), color="0.85", zorder=0)
-    bars.set_ylabel("eligible images per bin")
-    ax.set_zorder(bars.get_zorder() + 1)
-    ax.patch.set_visible(False)
-    series = _by_eps(table, "bin")
-    colors = colormaps["viridis"](torch.linspace(0, 0.9, len(series)).tolist())
-    for color, (eps, (_, rate)) in zip(colors, series.items()):
-        ax.plot(centres, rate, marker="o", color=color, label=f"{eps:g}")
-    _percent_axis(ax, "clean confidence (max softmax probability)")
-    ax.set_xticks(edges)
-    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-    ax.set_title(f"Attack success vs confidence ({n_below} eligible images below {bins.low:g}: no bin)", fontsize=9)
-    ax.legend(title="epsilon", fontsize=7, ncol=2)
-    return _save(fig, path)
-
-
-# --------------------------------------------------------------------------- the study
 
 
 @dataclass(frozen=True)

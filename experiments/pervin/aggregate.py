@@ -27,8 +27,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from advmed.studies.pgd_study import Table, write_csv
 from advmed.studies.sweeps import find_jobs, job_override, sort_key
+from advmed.studies.tables import Table, write_csv
 from advmed.utils.files import atomic_write, write_text
 from advmed.utils.loggers import markdown_table
 

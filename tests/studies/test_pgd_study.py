@@ -21,11 +21,10 @@ from advmed.models import ClassifierModule
 from advmed.studies.pgd_study import (
     ConfidenceBins,
     StudySettings,
-    Table,
     run_pgd_study,
     run_study,
-    write_csv,
 )
+from advmed.studies.tables import Table, write_csv
 from advmed.study import study
 from tests.conftest import CONFIG_DIR, REPO_ROOT
 from tests.studies.conftest import TINY_DATA
