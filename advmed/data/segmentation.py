@@ -53,8 +53,9 @@ def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: int | None) -> tu
 
 
 class TensorSegmentationDataset(SegmentationDataset):
-    """Slices held in memory (decoded once): ``images`` (N, C, H, W) uint8, uint16 or float in
-    [0, 1], ``masks`` (N, H, W) integer label ids; resized on access to ``image_size``."""
+    """Slices held in memory (decoded once): ``images`` (N, C, H, W) uint8, 16-bit levels (int32;
+    torch cannot pickle uint16 tensors, which spawned workers need) or float in [0, 1], ``masks``
+    (N, H, W) integer label ids; resized on access to ``image_size``."""
 
     def __init__(
         self,

@@ -4,8 +4,8 @@ The embedded default for CT segmentation (the setting of Chen et al. 2019 and th
 augmentation paper): nothing to download. The slices (anatomy, Hounsfield units, phantom patients,
 determinism) are :mod:`advmed.data.ct_phantom`'s. This module checks the config (the fixed classes,
 split sizes, HU window), renders each split once, windows it (level / width from the config,
-abdomen 40 / 400 by default; :mod:`advmed.data.hu_window`) into [0, 1] and caches uint16 images
-with uint8 masks. Labels: background 0, liver 1, spleen 2, kidneys 3 (both), pancreas 4.
+abdomen 40 / 400 by default; :mod:`advmed.data.hu_window`) into [0, 1] and caches 16-bit levels
+(held as int32) with uint8 masks. Labels: background 0, liver 1, spleen 2, kidneys 3 (both), pancreas 4.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class SyntheticCTDataModule(SegmentationDataModule):
     """Procedural abdominal CT phantom slices with liver, spleen, kidneys and pancreas masks.
 
     Each split is rendered once, at the first ``setup`` that needs it, into a cache of windowed
-    uint16 images and uint8 masks. Splits never share slices (the split is part of every seed).
+    16-bit images (int32 tensors) and uint8 masks. Splits never share slices (the split is part of every seed).
     ``groups`` are phantom patients (``slices_per_volume`` consecutive slices), so
     ``train_fraction`` keeps whole patients; slice names are ``p<patient>_z<slice>``.
 
@@ -89,7 +89,8 @@ class SyntheticCTDataModule(SegmentationDataModule):
     def _build_split(self, split: str) -> TensorSegmentationDataset:
         indices = torch.arange(self.sizes[split])
         hu, masks, _ = generate_ct_slices(self.seed, split, indices, self.image_size, self.slices_per_volume)
-        images = (window_hu(hu, self.window_level, self.window_width) * 65535).round_().to(torch.uint16)
+        # 16-bit levels held as int32: torch cannot pickle uint16 tensors (spawned workers, DDP spawn).
+        images = (window_hu(hu, self.window_level, self.window_width) * 65535).round_().to(torch.int32)
         images = images.expand(-1, self.in_channels, -1, -1)  # a view: 3 channels cost no memory
         groups = indices // self.slices_per_volume
         positions = (indices % self.slices_per_volume).tolist()

@@ -49,7 +49,7 @@ def test_same_seed_split_index_gives_the_same_slice_however_it_is_asked_for():
     all_hu, all_labels, all_z = generate_ct_slices(0, "train", torch.arange(30), 48, slices_per_volume=5)
     assert torch.equal(hu, all_hu[picked]) and torch.equal(labels, all_labels[picked])
     assert torch.equal(z, all_z[picked])
-    assert torch.equal(large.train_set.images[picked], (window_hu(hu, 40, 400) * 65535).round().to(torch.uint16))
+    assert torch.equal(large.train_set.images[picked], (window_hu(hu, 40, 400) * 65535).round().to(torch.int32))
 
 
 def test_seed_and_split_change_slices():
@@ -70,7 +70,7 @@ def test_batches_through_a_dataloader():
     dm = _module()
     assert (dm.num_classes, dm.class_names, dm.in_channels, dm.image_size) == (5, list(CLASS_NAMES), 1, 48)
     dm.setup("fit")
-    assert dm.train_set.images.dtype == torch.uint16 and dm.train_set.masks.dtype == torch.uint8
+    assert dm.train_set.images.dtype == torch.int32 and dm.train_set.masks.dtype == torch.uint8
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 1, 48, 48) and x.dtype == torch.float32
     assert y.shape == (8, 48, 48) and y.dtype == torch.int64
@@ -237,3 +237,12 @@ def test_config_states_every_argument_and_instantiates():
     dm.setup("test")
     x, y = dm.test_set[2]
     assert x.shape == (1, 32, 32) and y.shape == (32, 32)
+
+
+def test_the_cached_split_pickles_for_spawned_workers():
+    import pickle
+
+    dm = SyntheticCTDataModule(image_size=32, train_size=4, val_size=2, test_size=2)
+    dm.setup("test")
+    copy = pickle.loads(pickle.dumps(dm.test_set))
+    assert all(torch.equal(a, b) for a, b in zip(copy[1], dm.test_set[1]))
