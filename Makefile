@@ -13,9 +13,16 @@ PAPER_PERVIN_DIR ?= outputs/paper_pervin
 PAPER_PERVIN_DATA ?= data.image_size=64
 PAPER_PERVIN_ARGS ?= trainer.max_epochs=12
 PAPER_PERVIN_EPS ?= 0,0.02,0.04,0.06,0.08,0.1,0.12,0.14,0.16,0.18,0.2
+PAPER_CHEN_DIR ?= outputs/paper_chen
+# CPU scale of `make paper-chen` (the paper's: 2D U-Net on 150 CT volumes; see experiments/chen/README.md)
+PAPER_CHEN_DATA ?= data.image_size=64
+PAPER_CHEN_UNET_ARGS ?= trainer.max_epochs=12
+PAPER_CHEN_ARGS ?= trainer.max_epochs=16
+PAPER_CHEN_XI ?= 0.5,1.0,1.5,2.0,2.5,3.0
+PAPER_CHEN_ABLATION_XI ?= 2.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint bench paper-pgd-study paper-snap paper-pervin clean
+.PHONY: help install demo test test-full lint bench paper-pgd-study paper-snap paper-pervin paper-chen clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -72,6 +79,17 @@ paper-pervin: install ## U-Net + FGSM / Inverse-FGSM augmentation on synthetic C
 	    attack=fgsm attack.eps=$(PAPER_PERVIN_EPS) callbacks.adversarial_examples.num_images=4 hydra.sweep.dir=$(PAPER_PERVIN_DIR)/eps_sweep/$$model || exit 1; \
 	done
 	$(PY) experiments/pervin/aggregate.py $(PAPER_PERVIN_DIR)
+
+paper-chen: install ## U-Net, deformation attacker xi sweep + D / V ablations on synthetic CT, Table 1; see experiments/chen/README.md
+	rm -rf $(PAPER_CHEN_DIR)
+	$(PY) -m advmed.train experiment=chen/unet $(PAPER_CHEN_DATA) $(PAPER_CHEN_UNET_ARGS) hydra.run.dir=$(PAPER_CHEN_DIR)/unet
+	$(PY) -m advmed.train -m experiment=chen/deformation $(PAPER_CHEN_DATA) $(PAPER_CHEN_ARGS) \
+	  model.unet_ckpt=$(PAPER_CHEN_DIR)/unet/checkpoints/best.ckpt model.xi=$(PAPER_CHEN_XI) \
+	  hydra.sweep.dir=$(PAPER_CHEN_DIR)/xi_sweep 'hydra.sweep.subdir=xi_$${model.xi}'
+	$(PY) -m advmed.train -m experiment=chen/deformation $(PAPER_CHEN_DATA) $(PAPER_CHEN_ARGS) \
+	  model.unet_ckpt=$(PAPER_CHEN_DIR)/unet/checkpoints/best.ckpt model.xi=$(PAPER_CHEN_ABLATION_XI) model.components=d,v \
+	  hydra.sweep.dir=$(PAPER_CHEN_DIR)/ablations 'hydra.sweep.subdir=$${model.components}_xi_$${model.xi}'
+	$(PY) experiments/chen/aggregate.py $(PAPER_CHEN_DIR)
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -39,3 +39,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def toy_unet_ckpt(tmp_path_factory) -> Path:
+    """best.ckpt of a tiny U-Net trained on the toy segmentation data (tests/models/segmentation_toy.py)."""
+    from tests.models.deformation_toy import train_unet
+
+    return train_unet(tmp_path_factory.mktemp("toy_unet"))
+
+
+@pytest.fixture(scope="session")
+def toy_attacker(tmp_path_factory, toy_unet_ckpt):
+    """A D+V deformation attacker trained against ``toy_unet_ckpt``: (module, trainer, best.ckpt)."""
+    from tests.models.deformation_toy import train_attacker
+
+    return train_attacker(tmp_path_factory.mktemp("toy_attacker"), toy_unet_ckpt, xi=3.0)

@@ -33,8 +33,11 @@ def test_every_option_resolves(group):
         needs_classifier = option in ("universal_patch", "snap/universal")
         # Training on an attacked copy needs the folder advmed.augment wrote.
         needs_copy = option.startswith("pervin/") and option != "pervin/unet"
+        # The deformation attacker attacks a trained U-Net.
+        needs_unet = option in ("deformation", "chen/deformation")
         cfg = _compose("train", [
             f"{group}={option}",
+            *(["model.unet_ckpt=/u.ckpt"] if needs_unet else []),
             *(["model.classifier_ckpt=/c.ckpt"] if needs_classifier else []),
             *(["augmented_root=/copy"] if needs_copy else []),
         ])

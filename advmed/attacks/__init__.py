@@ -6,8 +6,10 @@ Usage (DESIGN.md contract 2)::
     x_adv = attack(model, x, y)                  # x in [0, 1], y (N,) or (N, H, W)
     x_adv, trace = PGD(eps=8 / 255, steps=20, trace=True)(model, x, y)
 
-``__all__`` lists exactly the attack classes (tests parametrise over it); the base classes,
-:class:`AttackTrace` and :func:`build_attack` are importable from here too.
+``__all__`` lists exactly the attack classes that optimise against the model they are given
+(the contract tests parametrise over it); the base classes, :class:`AttackTrace`,
+:func:`build_attack` and :class:`DeformationAttack` (a trained generator, applied from its
+checkpoint; tested in its own file) are importable from here too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from advmed.attacks.base import Attack as Attack
 from advmed.attacks.base import AttackResult as AttackResult
 from advmed.attacks.base import IterativeAttack as IterativeAttack
 from advmed.attacks.bim import BIM
+from advmed.attacks.deformation import DeformationAttack as DeformationAttack
 from advmed.attacks.fgsm import FGSM
 from advmed.attacks.inverse_fgsm import InverseFGSM
 from advmed.attacks.pgd import PGD

@@ -7,14 +7,15 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from advmed.studies.figures import adversarial_grid, segmentation_grid
+from advmed.studies.figures import adversarial_grid, deformation_grid, segmentation_grid
 from advmed.utils.loggers import log_image
 
 
 class AdversarialExamplesCallback(L.Callback):
     """Collects the first ``num_images`` test images with their attacked versions (and the
     outlines of a patch attack's mask); for segmentation (label maps as ``y``) also the ground
-    truth and both predictions.
+    truth and both predictions; when the test step also returns ``deformation`` and ``intensity``
+    (the deformation attacker) the grid shows those fields (:func:`~advmed.studies.figures.deformation_grid`).
 
     Works with any logger: the PNG is written to ``output_dir`` and handed to
     :func:`advmed.utils.loggers.log_image`. Does nothing when the test ran without an attack.
@@ -37,8 +38,8 @@ class AdversarialExamplesCallback(L.Callback):
         take = self.num_images - have
         if take <= 0:
             return
-        for key in ("x", "x_adv", "y", "pred", "adv_pred", "region"):
-            if outputs.get(key) is not None:  # region: only patch attacks have one
+        for key in ("x", "x_adv", "y", "pred", "adv_pred", "region", "deformation", "intensity"):
+            if outputs.get(key) is not None:  # region: patch attacks; deformation / intensity: the Chen attacker
                 self._examples.setdefault(key, []).append(outputs[key][:take].detach().cpu())
 
     def on_test_end(self, trainer, pl_module) -> None:
@@ -46,5 +47,7 @@ class AdversarialExamplesCallback(L.Callback):
             return
         ex = {k: torch.cat(v) for k, v in self._examples.items()}
         grid = segmentation_grid if ex["y"].ndim == 3 else adversarial_grid  # label maps or labels
+        if "deformation" in ex:  # a generator that returns its fields: draw them
+            grid = deformation_grid
         grid(self.path, **ex, class_names=pl_module.hparams.get("class_names"), amplify=self.amplify)
         log_image(trainer.loggers, "test/adversarial_examples", self.path)

@@ -66,7 +66,7 @@ class GANModule(AdvmedModule):
     :meth:`freeze_target`), then calls :meth:`init_gan`.
     It implements :meth:`generator_loss` and :meth:`critic_loss`, and optionally
     :meth:`generator_regularizer` / :meth:`critic_regularizer`, :meth:`generator_parameters` /
-    :meth:`critic_parameters`. Losses and regularisers return :data:`LossTerms`; each term is logged as
+    :meth:`critic_parameters`, :meth:`after_critic_step`. Losses and regularisers return :data:`LossTerms`; each term is logged as
     ``train/g_<name>`` or ``train/d_<name>``, the sums as ``train/g_loss`` and ``train/d_loss``,
     and a term that is not finite stops the run with a FloatingPointError naming the network, the
     term and the step. Inside a loss the other network's parameters do not require gradients
@@ -168,6 +168,9 @@ class GANModule(AdvmedModule):
         """Lazy critic regulariser (e.g. R1), unscaled; None: nothing to add (on every rank or none)."""
         return None
 
+    def after_critic_step(self) -> None:
+        """Called after every critic optimiser step (e.g. the original WGAN's weight clipping)."""
+
     def generator_parameters(self) -> Iterable[nn.Parameter]:
         return self.generator.parameters()
 
@@ -267,6 +270,7 @@ class GANModule(AdvmedModule):
         batches, self._held = self._held, []
         g_opt, d_opt = self.optimizers()
         terms = self._step("critic loss", d_opt, self.critic_loss, batches)
+        self.after_critic_step()
         self._log("d", terms, total=True)
         interval = cfg["critic_reg_interval"]
         if self._due(interval, self.critic_steps):

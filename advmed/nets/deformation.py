@@ -33,7 +33,9 @@ def conv_bn_lrelu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 def up_bn_lrelu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True))
+    # Bilinear upsampling then a convolution, not a transposed convolution: the latter paints a
+    # checkerboard into D and V (Odena et al. 2016), which the paper's smooth fields do not show.
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), conv_bn_lrelu(cin, cout))
 
 
 def warp(image: Tensor, displacement: Tensor) -> Tensor:

@@ -118,3 +118,43 @@ def segmentation_grid(
     fig.tight_layout(rect=(0, 0.04 if class_names else 0, 1, 1))
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     return Path(path)
+
+
+def deformation_grid(
+    path: str | Path,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    pred: torch.Tensor,
+    adv_pred: torch.Tensor,
+    deformation: torch.Tensor,
+    intensity: torch.Tensor,
+    class_names: Sequence[str] | None = None,
+    **_: object,
+) -> Path:
+    """Write the PNG grid of Chen et al. 2019 Fig. 2/3: one row per slice, columns I0 | S_GT | S0 |
+    I_DV | V | |D| | S_DV. V is drawn around 0 (gray) on the symmetric range of the grid's largest
+    |V|, |D| (pixels) from 0 to the grid's largest displacement; both ranges are in the titles."""
+    num_classes = len(class_names) if class_names else int(max(y.max(), pred.max(), adv_pred.max())) + 1
+    v = intensity.detach().float().cpu().mean(1)  # (N, H, W)
+    d = deformation.detach().float().cpu().norm(dim=1)  # (N, H, W), pixels
+    v_max, d_max = max(float(v.abs().max()), 1e-6), max(float(d.max()), 1e-6)
+    titles = ("I0", "S_GT", "S0", "I_DV", f"V (±{v_max:.3f})", f"|D| (0-{d_max:.2f} px)", "S_DV")
+    n = len(x)
+    fig = Figure(figsize=(14.0, 2.1 * n + 0.4))
+    axes = fig.subplots(n, 7, squeeze=False)
+    for row in range(n):
+        _overlay(axes[row, 0], x[row], torch.zeros_like(y[row]), num_classes)
+        _overlay(axes[row, 1], x[row], y[row], num_classes)
+        _overlay(axes[row, 2], x[row], pred[row], num_classes)
+        _overlay(axes[row, 3], x_adv[row], torch.zeros_like(y[row]), num_classes)
+        axes[row, 4].imshow(v[row].numpy(), cmap="coolwarm", vmin=-v_max, vmax=v_max)
+        axes[row, 5].imshow(d[row].numpy(), cmap="magma", vmin=0, vmax=d_max)
+        _overlay(axes[row, 6], x_adv[row], adv_pred[row], num_classes)
+        for col, ax in enumerate(axes[row]):
+            if row == 0:
+                ax.set_title(titles[col], fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    return Path(path)
