@@ -58,7 +58,7 @@ def per_class_rows(metrics: dict[str, float]) -> tuple[list[str], list[list[Any]
 
 # The arguments a reader needs to tell two attacks apart; the rest stays in metrics.json.
 _ATTACK_KEYS = ("eps", "alpha", "steps", "random_start", "targeted", "target_class", "loss", "loss_classes", "early_stop",
-                "area_fraction", "num_blobs", "placement", "patch_path")
+                "area_fraction", "num_blobs", "placement", "patch_path", "ckpt_path", "fields", "sample")
 
 
 def describe_attack(attack_cfg: dict | None) -> str:

@@ -71,7 +71,7 @@ def test_a_trained_attacker_is_an_attack_for_evaluate(paper_chen, tmp_path):
     metrics = evaluate(compose_config("evaluate", args, tmp_path / "eval"))
     assert {"test/adv_dice", "test/p", "test/displacement", "test/dice_drop"} <= set(metrics)
     assert 0.0 < metrics["test/p"] < 1.0 and metrics["test/linf"] > 0.0
-    assert "DeformationAttack" in (tmp_path / "eval" / "report.md").read_text() or "deformation" in (tmp_path / "eval" / "report.md").read_text()
+    assert f"DeformationAttack(ckpt_path={attacker}, sample=True)" in (tmp_path / "eval" / "report.md").read_text()
     # The attacker was trained at 32 px: 64 px data is refused, naming the size to use.
     args[1] = "data.image_size=64"
     with pytest.raises(ValueError, match=r"trained on 32x32 images but got 64x64: evaluate on data\.image_size=32"):

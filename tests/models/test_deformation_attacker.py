@@ -119,8 +119,9 @@ def test_the_checkpoint_rebuilds_the_module_with_its_unet(toy_attacker):
     assert torch.equal(restored(x, sample=False).x_adv, model.eval()(x, sample=False).x_adv)
 
 
-def test_train_unet_helper_is_deterministic(tmp_path, toy_unet_ckpt):
-    """The shared fixture is reproducible: CPU runs are deterministic (brief: seed everything)."""
+def test_unet_training_on_cpu_is_bitwise_reproducible(tmp_path, toy_unet_ckpt):
+    """The attacked U-Net (and so every attacker test) is the same on every run: seeded CPU training
+    is deterministic."""
     again = train_unet(tmp_path)
     a, b = (torch.load(p, weights_only=True)["state_dict"] for p in (toy_unet_ckpt, again))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
