@@ -10,8 +10,7 @@ import torch
 from torch import Tensor
 
 from advmed.attacks.base import Attack, AttackBatch, AttackResult
-from advmed.models.base import CLASS_KEY
-from advmed.models.checkpoint import read_checkpoint
+from advmed.models.checkpoint import load_generator
 from advmed.nets.deformation import COMPONENTS, DeformationGenerator
 
 ATTACKER_CLASS = "advmed.models.deformation.DeformationAttackerModule"
@@ -21,20 +20,9 @@ GENERATOR_KEYS = ("in_channels", "base_width", "depth", "latent_channels", "comp
 def load_deformation_generator(path: str | Path) -> tuple[DeformationGenerator, dict]:
     """The generator (its EMA copy when one was kept) of a ``DeformationAttackerModule`` checkpoint,
     in eval mode, and the checkpoint's hyper-parameters. The attacked U-Net is not needed."""
-    path = Path(path).expanduser()
-    ckpt = read_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get(CLASS_KEY) != ATTACKER_CLASS or "state_dict" not in ckpt:
-        found = ckpt.get(CLASS_KEY, "no advmed module") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(
-            f"'{path}' is not a deformation attacker checkpoint (it holds {found}): pass the best.ckpt of a "
-            "`python -m advmed.train experiment=chen/deformation` run as attack.ckpt_path"
-        )
-    hparams = dict(ckpt.get("hyper_parameters") or {})
-    generator = DeformationGenerator(**{k: hparams[k] for k in GENERATOR_KEYS if k in hparams})
-    state = ckpt["state_dict"]
-    prefix = "generator_ema." if any(k.startswith("generator_ema.") for k in state) else "generator."
-    generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    return generator.eval().requires_grad_(False), hparams
+    return load_generator(path, ATTACKER_CLASS,
+                          lambda hparams: DeformationGenerator(**{k: hparams[k] for k in GENERATOR_KEYS if k in hparams}),
+                          "python -m advmed.train experiment=chen/deformation")
 
 
 class DeformationAttack(Attack):

@@ -65,7 +65,8 @@ class _PairScores(nn.Module):
 
     def update(self, prediction: Tensor, target: Tensor) -> None:
         self.psnr.update(capped_psnr(prediction, target))
-        self.ssim.update(prediction, target)
+        # float64: in float32 two identical flat tiles score 0.9996, not 1 (the constants C1, C2 are ~1e-4).
+        self.ssim.update(prediction.double(), target.double())
 
     def compute(self) -> tuple[float, float]:
         if self.psnr.update_count == 0:

@@ -101,3 +101,27 @@ def load_classifier(
 
     data = SimpleNamespace(num_classes=num_classes, in_channels=in_channels)
     return load_module(path, ClassifierModule, data, map_location)
+
+
+def load_generator(path: str | Path, module_class: str, build, train_command: str) -> tuple[torch.nn.Module, dict]:
+    """The generator of a GAN module's checkpoint alone, without rebuilding the module (its critic,
+    attacked networks or perceptual weights are not needed): ``build(hparams)`` makes the network,
+    which gets the ``generator_ema.*`` weights when an EMA was kept, else ``generator.*``. Returned in
+    eval mode without gradients, with the checkpoint's hyper-parameters.
+
+    ``module_class`` is the import path the checkpoint must name; ``train_command`` (e.g.
+    ``python -m advmed.train experiment=chen/deformation``) goes into the error for any other file.
+    """
+    path = Path(path).expanduser()
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get(CLASS_KEY) != module_class or "state_dict" not in ckpt:
+        found = ckpt.get(CLASS_KEY, "no advmed module") if isinstance(ckpt, dict) else type(ckpt).__name__
+        name = module_class.rsplit(".", 1)[-1]
+        raise ValueError(f"'{path}' is not an advmed {name} checkpoint (it holds {found}): pass the best.ckpt of a "
+                         f"`{train_command}` run")
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    generator = build(hparams)
+    state = ckpt["state_dict"]
+    prefix = "generator_ema." if any(key.startswith("generator_ema.") for key in state) else "generator."
+    generator.load_state_dict({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
+    return generator.eval().requires_grad_(False), hparams

@@ -72,7 +72,7 @@ def test_images_of_another_size_or_channels_are_refused(toy_attacker, unet, batc
 
 def test_wrong_checkpoints_and_fields_are_refused(toy_attacker, toy_unet_ckpt, tmp_path):
     _, _, ckpt = toy_attacker
-    with pytest.raises(ValueError, match=r"is not a deformation attacker checkpoint \(it holds "
+    with pytest.raises(ValueError, match=r"is not an advmed DeformationAttackerModule checkpoint \(it holds "
                                          r"advmed\.models\.segmentation\.SegmentationModule\)"):
         DeformationAttack(str(toy_unet_ckpt))
     with pytest.raises(FileNotFoundError, match=r"nothing\.ckpt' does not exist"):
