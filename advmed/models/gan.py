@@ -323,7 +323,7 @@ class GANModule(AdvmedModule):
             name, value = next(((n, v) for n, v in terms.items() if not torch.isfinite(v)), ("sum", total))
             network = what.split()[0]
             raise FloatingPointError(
-                f"{what} term '{name}' is {float(value)} at epoch {self.current_epoch}, step {self.global_step}: "
+                f"{what} term '{name}' is {float(value.detach())} at epoch {self.current_epoch}, step {self.global_step}: "
                 f"lower model.{network}_optimizer.lr (now {optimizer.optimizer.param_groups[0]['lr']}) "
                 "or check the inputs are finite and in [0, 1]"
             )
