@@ -57,3 +57,19 @@ def trained_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("train_run")
     train(compose_config("train", [*TINY, "attack=fgsm", "attack.eps=0.03"], run_dir))
     return run_dir
+
+
+def kill_writer_at_batch(monkeypatch, batch: int):
+    """Make the dataset writer stop with a KeyboardInterrupt (as a kill would) when it reaches ``batch``;
+    returns the real ``seed_batch`` to put back before the rerun."""
+    from advmed.data import writers
+
+    real_seed_batch = writers.seed_batch
+
+    def killed(seed, index):
+        if index == batch:
+            raise KeyboardInterrupt
+        real_seed_batch(seed, index)
+
+    monkeypatch.setattr(writers, "seed_batch", killed)
+    return real_seed_batch

@@ -17,7 +17,7 @@ from advmed.data.writers import OutputDirError, read_manifest
 from advmed.models import ClassifierModule
 from advmed.models.base import CLASS_KEY, AdvmedModule, class_path
 from tests.data.test_writers import TinySegDataModule, tree_bytes
-from tests.entrypoints.conftest import compose_config, run_module
+from tests.entrypoints.conftest import compose_config, kill_writer_at_batch, run_module
 
 # 2 tiles per class at 32 px: 18 training items, batches of 4 (the last one of 2).
 DATA = {"image_size": 32, "train_per_class": 2, "val_per_class": 1, "test_per_class": 1, "batch_size": 4}
@@ -153,14 +153,7 @@ def test_killed_pgd_run_is_completed_with_the_bytes_of_an_uninterrupted_one(clas
     pgd = ["attack=pgd", "attack.eps=0.05", "attack.steps=2"]  # random start from the global RNG
     run_augment(tmp_path, classifier_ckpt, tmp_path / "clean", *pgd)
 
-    real_seed_batch = writers.seed_batch
-
-    def killed_at_batch_2(seed, batch):
-        if batch == 2:
-            raise KeyboardInterrupt
-        real_seed_batch(seed, batch)
-
-    monkeypatch.setattr(writers, "seed_batch", killed_at_batch_2)
+    real_seed_batch = kill_writer_at_batch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run_augment(tmp_path, classifier_ckpt, tmp_path / "resumed", *pgd)
     assert len(list((tmp_path / "resumed").rglob("*.png"))) == 8

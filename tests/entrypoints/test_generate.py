@@ -23,7 +23,7 @@ from advmed.models.stylegan2 import StyleGAN2Module
 from advmed.nets.srgan_pairs import resize
 from tests.data.test_nct_crc_he import write_nct_layout
 from tests.data.test_writers import tree_bytes
-from tests.entrypoints.conftest import compose_config, run_module
+from tests.entrypoints.conftest import compose_config, kill_writer_at_batch, run_module
 from tests.models import stylegan2_toy as toy
 
 N_PER_CLASS, BATCH = 2, 4  # 18 tiles of 16 px in 5 batches (the last one of 2)
@@ -170,14 +170,7 @@ def test_same_seed_same_bytes_and_a_killed_run_completes_identically(stylegan_ck
     assert (tmp_path / "a" / "ADI" / "gen_ADI_000000.png").read_bytes() != \
         (tmp_path / "other_seed" / "ADI" / "gen_ADI_000000.png").read_bytes()
 
-    real_seed_batch = writers.seed_batch
-
-    def killed_at_batch_2(seed, batch):
-        if batch == 2:
-            raise KeyboardInterrupt
-        real_seed_batch(seed, batch)
-
-    monkeypatch.setattr(writers, "seed_batch", killed_at_batch_2)
+    real_seed_batch = kill_writer_at_batch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run_generate(tmp_path, stylegan_ckpt, tmp_path / "resumed")
     assert len(list((tmp_path / "resumed").rglob("*.png"))) == 2 * BATCH
