@@ -64,7 +64,7 @@ def _read_pillow(path: Path) -> np.ndarray:
             image = image.convert("L")
         elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
             image = image.convert("RGB")
-        return np.asarray(image)
+        return np.array(image)  # a writable copy: np.asarray of a Pillow image is read-only, which torch warns about
 
 
 def _to_rgb_uint8(array: np.ndarray, path: Path) -> np.ndarray:

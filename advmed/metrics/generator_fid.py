@@ -38,6 +38,7 @@ FID_DEFAULTS: dict[str, Any] = {
     "batch_size": 64,           # images per generator / extractor call
     "seed": 0,                  # seed of the generated latents (the same images at every evaluation)
     "noise_mode": "random",     # per-tile noise of the generated images (StyleGAN2's metrics); const: the stored noise
+    "resize": False,            # classifier features / judge: resize all images to the classifier's size (else: equal sizes)
 }
 
 
@@ -60,6 +61,8 @@ def check_fid_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     if count is not None and (not isinstance(count, int) or count < 2):
         raise ValueError(f"model.fid.num_images={count} must be an integer >= 2 (a covariance needs two images), "
                          "or null for the whole reference split")
+    if not isinstance(cfg["resize"], bool):
+        raise ValueError(f"model.fid.resize={cfg['resize']!r} must be true or false")
     if cfg["noise_mode"] not in NOISE_MODES:
         raise ValueError(f"model.fid.noise_mode={cfg['noise_mode']!r} must be one of {NOISE_MODES}")
     for key in ("batch_size", "seed"):
@@ -77,36 +80,52 @@ class ClassifierFeatures(nn.Module):
     Args:
         classifier: the trained network (``ClassifierModule.net``).
         name: what the description calls it (e.g. the checkpoint's file and hash).
+        input_size: resize every image to this side first (:func:`resize_to`), as Inception FIDs
+            resize to 299; None: as given.
     """
 
-    def __init__(self, classifier: nn.Module, name: str) -> None:
+    def __init__(self, classifier: nn.Module, name: str, input_size: int | None = None) -> None:
         super().__init__()
+        self.input_size = input_size
         backbone = classifier.backbone
         self.normalize = classifier.normalize
         # torchvision's ResNet.forward is these children in order, then flatten and fc.
         self.trunk = nn.Sequential(*(module for key, module in backbone.named_children() if key != "fc"))
         self.num_features = int(backbone.fc.in_features)
-        self.description = (f"advmed classifier penultimate {self.num_features} ({name}); "
-                            "comparable only with FIDs from the same classifier checkpoint")
+        resized = f", images resized to {input_size} px" if input_size else ""
+        self.description = (f"advmed classifier penultimate {self.num_features} ({name}{resized}); "
+                            "comparable only with FIDs from the same classifier checkpoint and sizes")
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.trunk(self.normalize(images)).flatten(1).float()
+        return self.trunk(self.normalize(resize_to(images, self.input_size))).flatten(1).float()
 
 
-def load_judge(path: str | Path, num_classes: int, in_channels: int, class_names: list[str], image_size: int):
+def resize_to(images: Tensor, size: int | None) -> Tensor:
+    """``images`` resized to ``size`` x ``size`` (bilinear with antialiasing, the same for real and
+    generated images, so the FID compares like with like); unchanged when ``size`` is None or theirs."""
+    if size is None or tuple(images.shape[-2:]) == (size, size):
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False)
+
+
+def load_judge(path: str | Path, num_classes: int, in_channels: int, class_names: list[str], image_size: int,
+               resize: bool = False):
     """The :class:`~advmed.models.classifier.ClassifierModule` of checkpoint ``path`` (eval mode,
-    on CPU), checked against the generator's classes, channels and image size."""
+    on CPU), checked against the generator's classes, channels and (unless ``resize``: images will
+    be resized to the judge's size, :func:`resize_to`) image size."""
     from advmed.models.checkpoint import load_module
     from advmed.models.classifier import ClassifierModule
 
     data = SimpleNamespace(num_classes=num_classes, in_channels=in_channels, class_names=list(class_names))
     judge = load_module(path, ClassifierModule, data)  # FileNotFoundError / ValueError naming the file
     size = judge.hparams.get("image_size")
-    if size is not None and size != image_size:
+    if size is not None and size != image_size and not resize:
         raise ValueError(
             f"model.fid.classifier_ckpt '{Path(path).expanduser()}' was trained on image_size={size} tiles but the "
             f"generator makes image_size={image_size}: train the classifier on data.image_size={image_size} "
-            "(python -m advmed.train experiment=lockshin/classifier_tiny data.image_size=...)"
+            "(python -m advmed.train experiment=lockshin/classifier_tiny data.image_size=...), or set "
+            "model.fid.resize=true to resize every image to the classifier's size"
         )
     return judge.requires_grad_(False)
 

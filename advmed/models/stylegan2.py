@@ -31,8 +31,10 @@ from advmed.metrics.generator_fid import (
     check_fid_settings,
     load_judge,
     reference_loader,
+    resize_to,
 )
 from advmed.models.gan import GANModule, LossTerms, lazy_reg_optimizer_kwargs
+from advmed.nets.diff_augment import DiffAugment
 from advmed.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from advmed.utils.files import file_sha256
 from advmed.utils.run import plain
@@ -90,6 +92,9 @@ class StyleGAN2Module(GANModule):
             (:class:`~advmed.nets.stylegan2.StyleGAN2Generator`; config F: 512, 512, 8, 32768, 512).
         style_mixing_prob: probability of style mixing per batch (0.9).
         truncation_psi: truncation of :meth:`sample` toward the class's mean ``w`` (1: none).
+        diff_augment: DiffAugment policy (Zhao et al. 2020; :class:`~advmed.nets.diff_augment.DiffAugment`)
+            applied to every image the discriminator sees, reals and fakes, in both steps and in R1:
+            ``color,translation,cutout`` for small training sets; None (the paper's): none.
         r1_gamma: R1 weight (StyleGAN2-ADA's ``0.0002 R^2 / batch``: 0.1024 at 128 px, batch 32).
         pl_weight, pl_decay, pl_batch_shrink: path-length regularisation (2, 0.01, 2).
         critic_reg_interval, generator_reg_interval: lazy regularisation intervals (16, 4); null: off.
@@ -117,6 +122,7 @@ class StyleGAN2Module(GANModule):
         channel_max: int = 512,
         style_mixing_prob: float = 0.9,
         truncation_psi: float = 1.0,
+        diff_augment: str | None = None,
         r1_gamma: float = DEFAULT_R1_GAMMA,
         pl_weight: float = 2.0,
         pl_decay: float = 0.01,
@@ -148,6 +154,7 @@ class StyleGAN2Module(GANModule):
         self.generator = StyleGAN2Generator(z_dim, w_dim, num_classes, image_size, in_channels, channel_base,
                                             channel_max, mapping_layers)
         self.critic = StyleGAN2Discriminator(num_classes, image_size, in_channels, channel_base, channel_max)
+        self.augment = DiffAugment(diff_augment)
         self.gan_loss = NonSaturatingLoss()
         self.r1 = R1Penalty(r1_gamma)
         self.path_length = PathLengthPenalty(pl_weight, pl_decay, pl_batch_shrink)  # a submodule: pl_mean in the checkpoint
@@ -178,19 +185,20 @@ class StyleGAN2Module(GANModule):
     def generator_loss(self, batch) -> LossTerms:
         _, y = batch
         fake = self.generator.synthesis(self._training_ws(y))
-        return self.gan_loss.generator(self.critic(fake, y))
+        return self.gan_loss.generator(self.critic(self.augment(fake), y))
 
     def critic_loss(self, batch) -> LossTerms:
         x, y = batch
         with torch.no_grad():  # the critic's step needs no generator graph
             fake = self.generator.synthesis(self._training_ws(y))
-        return self.gan_loss.critic(self.critic(x, y), self.critic(fake, y))
+        return self.gan_loss.critic(self.critic(self.augment(x), y), self.critic(self.augment(fake), y))
 
     def critic_regularizer(self, batch) -> LossTerms | None:
         if self.r1.gamma == 0:
             return None
         x, y = batch
-        return self.r1(lambda images: self.critic(images, y), x)
+        # Through the augmentation, as DiffAugment's StyleGAN2 does: the gradient is w.r.t. the un-augmented reals.
+        return self.r1(lambda images: self.critic(self.augment(images), y), x)
 
     def generator_regularizer(self, batch) -> LossTerms | None:
         if self.path_length.pl_weight == 0:
@@ -254,9 +262,14 @@ class StyleGAN2Module(GANModule):
         path = self.hparams.fid["classifier_ckpt"]
         if path and "judge" not in self._fid_cache:
             h = self.hparams
-            self._fid_cache["judge"] = load_judge(path, h.num_classes, h.in_channels, h.class_names, h.image_size)
+            self._fid_cache["judge"] = load_judge(path, h.num_classes, h.in_channels, h.class_names, h.image_size,
+                                                  resize=h.fid["resize"])
             self._fid_cache["judge_name"] = f"{path} (sha256 {file_sha256(Path(path).expanduser())[:12]})"
         return self._fid_cache.get("judge")
+
+    def _judge_size(self) -> int | None:
+        """The side the judge's images are resized to (``fid.resize``), or None: as generated."""
+        return self.judge().hparams.get("image_size") if self.hparams.fid["resize"] else None
 
     def fid_feature_extractor(self) -> nn.Module:
         """The FID features of ``fid.features``: Inception-v3 (weights from ``fid.weights_path`` or
@@ -266,7 +279,8 @@ class StyleGAN2Module(GANModule):
             if cfg["features"] == "inception":
                 self._fid_cache["extractor"] = InceptionV3Features(cfg["weights_path"])
             else:
-                self._fid_cache["extractor"] = ClassifierFeatures(self.judge().net, self._fid_cache["judge_name"])
+                self._fid_cache["extractor"] = ClassifierFeatures(self.judge().net, self._fid_cache["judge_name"],
+                                                                  self._judge_size())
         return self._fid_cache["extractor"]
 
     def build_fid(self, class_names: list[str] | None = None, reset_real_features: bool = True) -> ClassConditionalFID:
@@ -298,8 +312,9 @@ class StyleGAN2Module(GANModule):
         cfg = self.hparams.fid
         fake = self.sample(y, generator=self._test_rng, batch_size=cfg["batch_size"], noise_mode=cfg["noise_mode"])
         with torch.no_grad():
-            self.test_judge_acc.update(judge(fake).argmax(1), y)
-            self.test_judge_real_acc.update(judge(x).argmax(1), y)
+            size = self._judge_size()
+            self.test_judge_acc.update(judge(resize_to(fake, size)).argmax(1), y)
+            self.test_judge_real_acc.update(judge(resize_to(x, size)).argmax(1), y)
 
     def on_test_epoch_end(self) -> None:
         if self.judge() is not None:

@@ -257,3 +257,24 @@ def test_missing_fid_weights_or_classifier_fail_before_training(tmp_path, judge_
                                          r"tiles but the generator makes image_size=32: train the classifier on "
                                          r"data\.image_size=32"):
         big.setup("fit")
+    with pytest.raises(ValueError, match=r"or set model\.fid\.resize=true to resize every image"):
+        big.setup("fit")
+
+
+def test_a_judge_of_another_size_is_used_through_resizing_when_asked(tmp_path, judge_ckpt):
+    """fid.resize: the 16 px judge scores 32 px tiles resized to 16 px, real and generated alike."""
+    from advmed.metrics.generator_fid import ClassifierFeatures, resize_to
+
+    L.seed_everything(0)
+    big = module(judge_ckpt, fid={"resize": True}, image_size=32)
+    fit = trainer(tmp_path, 1, limit_train_batches=1)
+    fit.fit(big, datamodule=data(image_size=32))
+    fit.test(big, datamodule=data(image_size=32))
+    assert 0.0 <= fit.callback_metrics["test/judge_acc"] <= 1.0 and torch.isfinite(fit.callback_metrics["test/fid"])
+    extractor = big.fid_feature_extractor()
+    assert "images resized to 16 px" in extractor.description
+    x = torch.rand(3, 3, 32, 32)
+    small = resize_to(x, 16)
+    assert small.shape[-1] == 16 and resize_to(small, 16) is small
+    direct = ClassifierFeatures(big.judge().net, "direct")(small)
+    assert torch.allclose(extractor(x), direct, atol=1e-5)
