@@ -22,10 +22,11 @@ import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch.utils.data import Dataset
 
 from advmed.attacks import build_attack
-from advmed.data.base import SPLITS
-from advmed.data.writers import DatasetWriter, code_version, item_names
+from advmed.data.base import SPLITS, concat_datasets
+from advmed.data.writers import DatasetWriter, code_version, item_names, verify_copy
 from advmed.models import load_module
 from advmed.utils.files import file_sha256
 from advmed.utils.resolvers import register_resolvers
@@ -41,6 +42,31 @@ RUNTIME_DATA_KEYS = ("batch_size", "num_workers", "pin_memory", "train_fraction"
 def pick_device(name: str) -> torch.device:
     """``auto``: cuda when available, else cpu; any other value as torch names it."""
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def with_extra_roots(datamodule, dataset: Dataset, split: str) -> tuple[Dataset, list[str], list[dict]]:
+    """``dataset`` followed by every ``data.extra_train_roots`` folder (the training set as training
+    reads it, e.g. real + synthetic tiles), item names that cannot collide (an extra item's file
+    name starts with its folder's name), and each folder's identity (path and the digest of its
+    manifest, which must be complete)."""
+    roots = list(datamodule.extra_train_roots)
+    if split != "train" or not roots:
+        raise ValueError(
+            f"include_extra_train_roots=true copies the training split with its data.extra_train_roots, but split={split} "
+            f"and data.extra_train_roots={roots}: use split=train and list the folders to add, or drop the option"
+        )
+    names, extras, roots_identity = item_names(dataset, split), datamodule.extra_train_datasets(), []
+    for root, extra in zip(roots, extras):
+        folder = Path(root).expanduser()
+        for name in item_names(extra, "extra"):  # <CLASS>/<stem> -> <CLASS>/<folder>_<stem>
+            head, _, stem = name.rpartition("/")
+            names.append(f"{head}/{folder.name}_{stem}" if head else f"{folder.name}_{stem}")
+        if (folder / "manifest.csv").exists() or (folder / "run.json").exists():
+            digest = verify_copy(folder, f"complete {folder} first (rerun the command that wrote it: it resumes)")
+            roots_identity.append({"path": str(folder.resolve()), "manifest_sha256": digest["manifest_sha256"]})
+        else:  # a folder of the user's own: its listing identifies it
+            roots_identity.append({"path": str(folder.resolve()), "num_items": len(extra)})
+    return concat_datasets([dataset, *extras]), names, roots_identity
 
 
 def augment(cfg: DictConfig) -> tuple[int, Path]:
@@ -73,11 +99,17 @@ def augment(cfg: DictConfig) -> tuple[int, Path]:
     identity = {
         "checkpoint_sha256": file_sha256(ckpt_path),
         "attack": plain(cfg.attack),
+        # A generator or patch the attack loads is part of what it does: retrained at the same path, it is another run.
+        **{f"attack_{key}_sha256": file_sha256(Path(value).expanduser()) for key, value in plain(cfg.attack).items()
+           if key.endswith(("ckpt_path", "patch_path")) and value},
         "data": {k: v for k, v in data_cfg.items() if k not in RUNTIME_DATA_KEYS},
         "split": split,
         "seed": seed,
         "batch_size": batch_size,
     }
+    dataset, names = datamodule.full_split(split), None
+    if cfg.get("include_extra_train_roots"):
+        dataset, names, identity["extra_train_roots"] = with_extra_roots(datamodule, dataset, split)
     provenance = {
         "task": "advmed.augment",
         "checkpoint": str(ckpt_path.resolve()),
@@ -92,13 +124,12 @@ def augment(cfg: DictConfig) -> tuple[int, Path]:
         out, datamodule.copy_layout(), identity, provenance,
         overwrite=bool(cfg.overwrite), progress_every_s=float(cfg.progress_every_s),
     )
-    dataset = datamodule.full_split(split)
 
     def produce(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return attack(module, x.to(device), y.to(device))
 
     n = writer.write(
-        dataset, produce, names=item_names(dataset, split), batch_size=batch_size, seed=seed,
+        dataset, produce, names=names or item_names(dataset, split), batch_size=batch_size, seed=seed,
         num_workers=int(getattr(datamodule, "num_workers", 0)),
     )
     print(f"{n} attacked {split} items written to {out} (add them to training with data.extra_train_roots=[{out}])")

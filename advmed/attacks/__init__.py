@@ -8,8 +8,8 @@ Usage (DESIGN.md contract 2)::
 
 ``__all__`` lists exactly the attack classes that optimise against the model they are given
 (the contract tests parametrise over it); the base classes, :class:`AttackTrace`,
-:func:`build_attack` and :class:`DeformationAttack` (a trained generator, applied from its
-checkpoint; tested in its own file) are importable from here too.
+:func:`build_attack`, :class:`DeformationAttack` and :class:`AdvGANAttack` (trained generators,
+applied from their checkpoints; each tested in its own file) are importable from here too.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from hydra.utils import instantiate
 
 # `X as X`: Attack, AttackResult, IterativeAttack and AttackTrace are public but stay out of __all__ (attack classes only).
+from advmed.attacks.advgan import AdvGANAttack as AdvGANAttack
 from advmed.attacks.base import Attack as Attack
 from advmed.attacks.base import AttackResult as AttackResult
 from advmed.attacks.base import IterativeAttack as IterativeAttack

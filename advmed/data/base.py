@@ -203,6 +203,10 @@ class SplitDataModule(L.LightningDataModule):
         """The training items of one ``extra_train_roots`` folder."""
         raise NotImplementedError
 
+    def extra_train_datasets(self) -> list[Dataset]:
+        """The items of each ``extra_train_roots`` folder, in order (what training adds to the split)."""
+        return [self._read_extra_root(root) for root in self.extra_train_roots]
+
     def copy_layout(self) -> CopyLayout:
         """How ``python -m advmed.augment`` stores an item of an attacked copy: the layout that
         ``_read_extra_root`` reads back (:mod:`advmed.data.copy_layouts`)."""
@@ -227,7 +231,7 @@ class SplitDataModule(L.LightningDataModule):
             if split == "train":
                 if self.train_fraction < 1.0:
                     dataset = self._subset(dataset, self.train_fraction)
-                extras = [self._read_extra_root(root) for root in self.extra_train_roots]
+                extras = self.extra_train_datasets()
                 dataset = concat_datasets([dataset, *extras]) if extras else dataset
             setattr(self, f"{split}_set", dataset)
         return dataset

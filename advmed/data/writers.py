@@ -43,6 +43,7 @@ from advmed.data.copy_layouts import (
     remove_tmp_files,
     save_png,
 )
+from advmed.utils.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -323,3 +324,37 @@ def read_manifest(root: str | Path) -> list[dict[str, str]]:
     """The rows of ``<root>/manifest.csv``."""
     with open(Path(root) / MANIFEST_FILE, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+class IncompleteCopyError(ValueError):
+    """A dataset folder written by advmed whose run did not finish or whose files went missing."""
+
+
+def verify_copy(root: str | Path, rerun_hint: str = "rerun the command that wrote it (it resumes)") -> dict[str, Any]:
+    """Check that ``root`` holds a finished dataset written by :class:`DatasetWriter` (``run.json``
+    complete, every file that ``manifest.csv`` lists present and non-empty) and return its digest:
+    ``{"manifest_sha256", "num_items", "identity"}``. Raises :class:`IncompleteCopyError` naming the
+    folder, what is missing and ``rerun_hint`` (how to complete it)."""
+    root = Path(root).expanduser()
+    manifest, run_file = root / MANIFEST_FILE, root / RUN_FILE
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist: {rerun_hint}")
+    try:
+        record = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise IncompleteCopyError(f"{run_file} is missing or unreadable ({err}): {root} is not a finished advmed "
+                                  f"dataset copy; {rerun_hint}") from err
+    if not record.get("complete") or not manifest.is_file():
+        raise IncompleteCopyError(f"{root} holds an unfinished copy ({record.get('items_written')}/"
+                                  f"{record.get('num_items')} items written, no complete manifest): {rerun_hint}")
+    rows = read_manifest(root)
+    roles = [c for c in ("image", "mask") if rows and c in rows[0]]
+    missing = [row[role] for row in rows for role in roles
+               if not (root / row[role]).is_file() or (root / row[role]).stat().st_size == 0]
+    if missing:
+        raise IncompleteCopyError(f"{manifest} lists {len(rows) * len(roles)} files but {len(missing)} are missing or "
+                                  f"empty (first: {missing[:3]}): {rerun_hint}")
+    if len(rows) != record.get("num_items"):
+        raise IncompleteCopyError(f"{manifest} has {len(rows)} rows but {run_file} says {record.get('num_items')} "
+                                  f"items: {rerun_hint}")
+    return {"manifest_sha256": file_sha256(manifest), "num_items": len(rows), "identity": record.get("identity")}

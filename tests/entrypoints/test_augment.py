@@ -226,3 +226,36 @@ def test_experiments_compose_with_augment(tmp_path, experiment):
 
     cfg = compose_config("augment", [f"experiment={experiment}", "ckpt_path=c.ckpt", "attack=inverse_fgsm", "output_dir=o"], tmp_path)
     assert cfg.attack._target_ == "advmed.attacks.InverseFGSM" and cfg.batch_size == cfg.data.batch_size
+
+
+def test_a_copy_of_the_training_set_with_its_extra_roots_covers_every_item_once(classifier_ckpt, tmp_path):
+    """include_extra_train_roots: the attacked copy of real + an earlier copy (Lockshin's real + synthetic)."""
+    first = tmp_path / "first"
+    run_augment(tmp_path, classifier_ckpt, first, "attack=fgsm", "attack.eps=0.05")
+    out = tmp_path / "both"
+    n, _ = run_augment(tmp_path, classifier_ckpt, out, "attack=fgsm", "attack.eps=0.1", "include_extra_train_roots=true",
+                       f"data.extra_train_roots=[{first}]")
+    assert n == 36
+    rows = read_manifest(out)
+    files = [row["image"] for row in rows]
+    assert len(set(files)) == 36 and sum("/first_train_" in f for f in files) == 18  # the extra items named apart
+    assert all((out / f).is_file() for f in files)
+    identity = json.loads((out / "run.json").read_text())["identity"]
+    assert identity["extra_train_roots"] == [{"path": str(first.resolve()),
+                                               "manifest_sha256": writers.file_sha256(first / "manifest.csv")}]
+    # Real items first, then the extra folder's, each under its class: <CLASS>/first_<its name there>.
+    assert [row["source"] for row in rows[:18]] == [f"train_{i:06d}" for i in range(18)]
+    earlier = SyntheticHistologyDataModule(**DATA, extra_train_roots=[str(first)]).extra_train_datasets()[0]
+    assert [row["source"] for row in rows[18:]] == [name.replace("/", "/first_") for name in earlier.names]
+
+
+def test_extra_roots_must_be_finished_copies_and_the_option_needs_them(classifier_ckpt, tmp_path):
+    with pytest.raises(ValueError, match=r"include_extra_train_roots=true .* data\.extra_train_roots=\[\]"):
+        run_augment(tmp_path, classifier_ckpt, tmp_path / "a", "attack=fgsm", "include_extra_train_roots=true")
+    first = tmp_path / "first"
+    run_augment(tmp_path, classifier_ckpt, first, "attack=fgsm", "attack.eps=0.05")
+    victim = first / read_manifest(first)[3]["image"]
+    victim.unlink()
+    with pytest.raises(writers.IncompleteCopyError, match=rf"manifest\.csv lists 18 files but 1 are missing .*{victim.name}"):
+        run_augment(tmp_path, classifier_ckpt, tmp_path / "b", "attack=fgsm", "include_extra_train_roots=true",
+                    f"data.extra_train_roots=[{first}]")
