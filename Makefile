@@ -20,9 +20,14 @@ PAPER_CHEN_UNET_ARGS ?= trainer.max_epochs=12
 PAPER_CHEN_ARGS ?= trainer.max_epochs=16
 PAPER_CHEN_XI ?= 0.5,1.0,1.5,2.0,2.5,3.0
 PAPER_CHEN_ABLATION_XI ?= 2.0
+PAPER_LOCKSHIN_DIR ?= outputs/paper_lockshin
+# the stage settings (experiments/lockshin/cpu.yaml; full.yaml is the paper's size) and extra pipeline arguments,
+# e.g. PAPER_LOCKSHIN_ARGS='--stages advgan,adversarial' or '--force'
+PAPER_LOCKSHIN_SCALE ?= cpu
+PAPER_LOCKSHIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint bench paper-pgd-study paper-snap paper-pervin paper-chen clean
+.PHONY: help install demo test test-full lint bench paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -90,6 +95,9 @@ paper-chen: install ## U-Net, deformation attacker xi sweep + D / V ablations on
 	  model.unet_ckpt=$(PAPER_CHEN_DIR)/unet/checkpoints/best.ckpt model.xi=$(PAPER_CHEN_ABLATION_XI) model.components=d,v \
 	  hydra.sweep.dir=$(PAPER_CHEN_DIR)/ablations 'hydra.sweep.subdir=$${model.components}_xi_$${model.xi}'
 	$(PY) experiments/chen/aggregate.py $(PAPER_CHEN_DIR)
+
+paper-lockshin: install ## StyleGAN2 -> SRGAN -> AdvGAN augmentation, three ResNet34s, Table 1 (resumes after a kill); see experiments/lockshin/README.md
+	$(PY) experiments/lockshin/pipeline.py --scale $(PAPER_LOCKSHIN_SCALE) --out $(PAPER_LOCKSHIN_DIR) $(PAPER_LOCKSHIN_ARGS)
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache
