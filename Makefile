@@ -62,6 +62,7 @@ bench: install ## speed comparisons against the peer libraries (experiments/benc
 	$(PY) experiments/benchmarks/unet.py --image-size 128 --batch 16 --steps 20
 	$(PY) experiments/benchmarks/stylegan2.py --device cpu --threads 1 --image-size 32 --batch 8 --channel-base 1024 --channel-max 32 --z-dim 64 --mapping-layers 2 --iterations 16 --repeats 6
 	$(PY) experiments/benchmarks/srgan.py --device cpu --threads 1 --tile-size 40 --hr-size 32 --lr-size 16 --batch 8 --num-blocks 4 --channels 16 --critic-width 16 --iterations 8 --repeats 6
+	$(PY) experiments/benchmarks/advgan.py --device cpu --threads 1 --image-size 48 --batch 16 --iterations 8 --repeats 6
 
 paper-pgd-study: install ## PGD attack-success study (Fig. 3a-d) on synthetic histology; see experiments/pgd_study/README.md
 	$(PY) -m advmed.train experiment=pgd_study/synthetic hydra.run.dir=outputs/paper_pgd_study/train

@@ -1,6 +1,6 @@
-"""Shared by the GAN benchmarks (stylegan2.py, srgan.py): one timed round of a GAN module fitted by
-a real Lightning Trainer, the bookkeeping a bare loop needs to report the same figures, CUDA peak
-memory per round, and the alternating rounds of timing.race.
+"""Shared by the GAN benchmarks (stylegan2.py, srgan.py, advgan.py): one timed round of a GAN module
+fitted by a real Lightning Trainer, the bookkeeping a bare loop needs to report the same figures,
+CUDA peak memory per round, and the alternating rounds of timing.race.
 
 A round's time is its training loop only: for Lightning from ``on_train_start`` to ``on_train_end``
 (every per-step hook, ``self.log`` and the base's finite-loss checks included; building the
@@ -21,12 +21,15 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightning as L
 import torch
 from timing import race
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from advmed.models.gan import DEFAULT_OPTIMIZER
 
 OURS, BARE, OURS_BF16 = "ours", "bare", "ours_bf16"
 # wall: elapsed time, what a user waits for. cpu: this process's CPU seconds, which on a CPU shared
@@ -278,3 +281,33 @@ def same_training(ours: RoundResult, bare: RoundResult) -> bool:
     """Whether two rounds trained alike: first- and last-iteration losses and the final weights agree."""
     close = abs(ours.fingerprint - bare.fingerprint) <= 1e-6 * max(1.0, abs(bare.fingerprint))
     return losses_agree(ours.first_losses, bare.first_losses) and losses_agree(ours.last_losses, bare.last_losses) and close
+
+
+def adam_from_config(params, cfg: Mapping[str, Any] | None) -> torch.optim.Adam:
+    """The Adam that a GANModule builds from its ``generator_optimizer`` / ``critic_optimizer`` config
+    (None: the base's default; keys set to None dropped, as ``configure_optimizers`` does), for a bare
+    loop. A bare loop writes Adam only, so any other optimiser is refused rather than silently swapped."""
+    cfg = dict(cfg or DEFAULT_OPTIMIZER)
+    if cfg.get("_target_") != "torch.optim.Adam":
+        raise ValueError(f"the bare loop builds torch.optim.Adam, but the module's optimiser is {cfg.get('_target_')!r}: "
+                         "benchmark with an Adam config")
+    kwargs = {k: (tuple(v) if k == "betas" else v) for k, v in cfg.items() if k != "_target_" and v is not None}
+    return torch.optim.Adam(params, **kwargs)
+
+
+# GAN base settings (advmed.models.gan.GAN_DEFAULTS) that change the schedule a bare loop would have
+# to reproduce, with the value of the plain schedule: one critic and one generator step per batch.
+PLAIN_SCHEDULE = {"n_critic": 1, "accumulate_grad_batches": 1, "gradient_clip_val": None, "ema_decay": None,
+                  "critic_reg_interval": None, "generator_reg_interval": None}
+
+
+def check_plain_schedule(hparams: Mapping[str, Any]) -> None:
+    """Refuse, naming the setting, a module whose schedule differs from :data:`PLAIN_SCHEDULE` (0 counts
+    as off for the clip value and the intervals): a bare loop that writes only the plain schedule would
+    otherwise time different training from ours."""
+    for key, plain in PLAIN_SCHEDULE.items():
+        value = hparams.get(key, plain)
+        if value != plain and not (plain is None and value == 0):
+            raise ValueError(f"model.{key}={value}: the bare loop writes one critic and one generator step per batch "
+                             f"without clipping, accumulation, EMA or lazy regularisation; benchmark with "
+                             f"{key}={plain}")
