@@ -47,9 +47,7 @@ from typing import Any
 import lightning as L
 import torch
 from gan_rounds import (
-    BARE,
-    OURS,
-    OURS_BF16,
+    NUM_CLASSES,
     LossRecorder,
     PeakMemory,
     RoundResult,
@@ -57,17 +55,12 @@ from gan_rounds import (
     alternate,
     check_plain_schedule,
     cycle_batches,
-    fit_overhead,
-    images_per_s,
     lightning_round,
-    memory_line,
     now,
-    random_image_loader,
-    same_training,
+    prepare_runs,
+    report_rounds,
     set_requires_grad,
     sync,
-    throughput_ratio,
-    use_clock,
 )
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
@@ -79,7 +72,6 @@ from advmed.models.classifier import ClassifierModule
 from advmed.nets.advgan import AdvGANDiscriminator, AdvGANGenerator, apply_perturbation
 from advmed.nets.resnet import RESNET_WEIGHTS
 
-NUM_CLASSES = 9  # NCT-CRC-HE
 MODEL_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "model" / "advgan.yaml"
 # Config keys the benchmark sets itself: the classifier it builds, and the data's values (in the
 # config they are interpolations from data=...).
@@ -215,20 +207,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print its lines and return the figures (the test reads them)."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    use_clock(args.clock, device)
-    bf16 = device.type == "cuda" if args.bf16 is None else args.bf16
-    torch.manual_seed(args.seed)
-    template = build_template(args)
-    check_plain_schedule(template.hparams)  # before any round: the bare loop could not match another schedule
-    loader = random_image_loader(args.batch * args.batches, args.image_size, NUM_CLASSES, args.batch,
-                                 pin=device.type == "cuda")
-    runs = {OURS: lambda n: ours_round(template, loader, n, device, "32-true", args.seed),
-            BARE: lambda n: bare_round(template, loader, n, device, args.seed)}
-    if bf16:
-        runs[OURS_BF16] = lambda n: ours_round(template, loader, n, device, "bf16-mixed", args.seed)
+    template, device, runs = prepare_runs(args, args.image_size, build_template, ours_round, bare_round,
+                                          lambda t: check_plain_schedule(t.hparams))
     h = template.hparams
 
     def millions(network: torch.nn.Module) -> str:
@@ -245,25 +225,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace, results: dict[str, list[RoundResult]], device: torch.device) -> dict[str, Any]:
-    ours, bare = images_per_s(results[OURS], args.batch), images_per_s(results[BARE], args.batch)
-    ratio = throughput_ratio(results[OURS], results[BARE])
-    print(f"[advgan fp32] ours (Lightning) {ours:.2f} img/s, bare loop {bare:.2f} img/s, ratio ours/bare {ratio:.3f} "
-          "(target >= 0.95)")
-    figures: dict[str, Any] = {"ours_img_s": ours, "bare_img_s": bare, "ratio": ratio,
-                               "ours_fit_overhead_s": fit_overhead(results[OURS]), "results": results}
-    print(f"[advgan fit overhead] ours {figures['ours_fit_overhead_s']:.2f} s per fit outside the training loop "
-          "(copying the module, building the Trainer, setup / teardown; once per run, not in the ratio)")
-    if OURS_BF16 in results:
-        fast = images_per_s(results[OURS_BF16], args.batch)
-        figures.update(bf16_img_s=fast, bf16_ratio=throughput_ratio(results[OURS_BF16], results[BARE]))
-        print(f"[advgan bf16-mixed vs fp32 bare] ours bf16-mixed {fast:.2f} img/s, bare fp32 {bare:.2f} img/s, "
-              f"speed-up {figures['bf16_ratio']:.2f}x (channels_last: not an option of AdvGANModule, so bf16 alone)")
-    print(memory_line("advgan", results, device))
-    same = all(same_training(a, b) for a, b in zip(results[OURS], results[BARE]))
-    figures["same_training"] = same
-    print(f"[advgan same training] every round: first- and last-iteration losses and final generator weights of ours "
-          f"and the bare loop agree: {same} (first iteration: "
-          + ", ".join(f"{k} {v:.5g}" for k, v in results[OURS][0].first_losses.items()) + ")")
+    figures = report_rounds("advgan", "AdvGANModule", "generator", args.batch, results, device)
+    ours = figures["ours_img_s"]
     images = PAPER_ITERATIONS * PAPER_BATCH
     print(f"[paper context] Lockshin et al. trained AdvGAN for {PAPER_ITERATIONS:,} iterations x {PAPER_BATCH} = "
           f"{images:,} images (time not reported); at ours' {ours:.2f} img/s that is {images / ours / 3600:.1f} h "

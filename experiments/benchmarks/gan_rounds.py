@@ -311,3 +311,62 @@ def check_plain_schedule(hparams: Mapping[str, Any]) -> None:
             raise ValueError(f"model.{key}={value}: the bare loop writes one critic and one generator step per batch "
                              f"without clipping, accumulation, EMA or lazy regularisation; benchmark with "
                              f"{key}={plain}")
+
+
+def report_rounds(name: str, module: str, weights: str, batch: int, results: dict[str, list[RoundResult]],
+                  device: torch.device, per_kimg: bool = False) -> dict[str, Any]:
+    """Print the lines every GAN benchmark shares (``[<name> fp32]``, fit overhead, bf16 when run,
+    peak memory, same training) and return the figures: ``ours_img_s``, ``bare_img_s``, ``ratio``,
+    ``ours_fit_overhead_s``, ``results``, ``same_training`` (and ``bf16_img_s``, ``bf16_ratio``).
+    ``module`` names the LightningModule, ``weights`` the network whose final weights are compared,
+    ``per_kimg`` adds seconds per thousand images."""
+    def rate(img_s: float) -> str:
+        return f"{img_s:.2f} img/s" + (f" = {1000 / img_s:.1f} s/kimg" if per_kimg else "")
+
+    ours, bare = images_per_s(results[OURS], batch), images_per_s(results[BARE], batch)
+    ratio = throughput_ratio(results[OURS], results[BARE])
+    print(f"[{name} fp32] ours (Lightning) {rate(ours)}, bare loop {rate(bare)}, ratio ours/bare {ratio:.3f} "
+          "(target >= 0.95)")
+    figures: dict[str, Any] = {"ours_img_s": ours, "bare_img_s": bare, "ratio": ratio,
+                               "ours_fit_overhead_s": fit_overhead(results[OURS]), "results": results}
+    print(f"[{name} fit overhead] ours {figures['ours_fit_overhead_s']:.2f} s per fit outside the training loop "
+          "(copying the module, building the Trainer, setup / teardown; once per run, not in the ratio)")
+    if OURS_BF16 in results:
+        fast = images_per_s(results[OURS_BF16], batch)
+        figures.update(bf16_img_s=fast, bf16_ratio=throughput_ratio(results[OURS_BF16], results[BARE]))
+        print(f"[{name} bf16-mixed vs fp32 bare] ours bf16-mixed {rate(fast)}, bare fp32 {bare:.2f} img/s, "
+              f"speed-up {figures['bf16_ratio']:.2f}x (channels_last: not an option of {module}, so bf16 alone)")
+    print(memory_line(name, results, device))
+    same = all(same_training(a, b) for a, b in zip(results[OURS], results[BARE]))
+    figures["same_training"] = same
+    print(f"[{name} same training] every round: first- and last-iteration losses and final {weights} weights of ours "
+          f"and the bare loop agree: {same} (first iteration: "
+          + ", ".join(f"{k} {v:.5g}" for k, v in results[OURS][0].first_losses.items()) + ")")
+    return figures
+
+
+NUM_CLASSES = 9  # NCT-CRC-HE's classes: labels ride along with the random tiles (SRGAN ignores them)
+
+
+def prepare_runs(args: Any, image_size: int, build_template: Callable[[Any], Any], ours_round: Callable[..., Any],
+                 bare_round: Callable[..., Any], check: Callable[[Any], None] | None = None):
+    """The set-up every GAN benchmark's ``main`` shares: threads, device, clock and seed from ``args``,
+    the template module (``check(template)`` before any round), a loader of random images of
+    ``image_size`` and the contestants ``{OURS, BARE[, OURS_BF16]}`` (bf16 by default on CUDA only).
+    Returns ``(template, device, runs)``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    use_clock(args.clock, device)
+    bf16 = device.type == "cuda" if args.bf16 is None else args.bf16
+    torch.manual_seed(args.seed)
+    template = build_template(args)
+    if check is not None:
+        check(template)
+    loader = random_image_loader(args.batch * args.batches, image_size, NUM_CLASSES, args.batch,
+                                 pin=device.type == "cuda")
+    runs = {OURS: lambda n: ours_round(template, loader, n, device, "32-true", args.seed),
+            BARE: lambda n: bare_round(template, loader, n, device, args.seed)}
+    if bf16:
+        runs[OURS_BF16] = lambda n: ours_round(template, loader, n, device, "bf16-mixed", args.seed)
+    return template, device, runs

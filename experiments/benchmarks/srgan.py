@@ -42,25 +42,17 @@ from typing import Any
 import lightning as L
 import torch
 from gan_rounds import (
-    BARE,
-    OURS,
-    OURS_BF16,
     LossRecorder,
     PeakMemory,
     RoundResult,
     alternate,
     cycle_batches,
-    fit_overhead,
-    images_per_s,
     lightning_round,
-    memory_line,
     now,
-    random_image_loader,
-    same_training,
+    prepare_runs,
+    report_rounds,
     set_requires_grad,
     sync,
-    throughput_ratio,
-    use_clock,
 )
 from torch.utils.data import DataLoader
 
@@ -70,7 +62,6 @@ from advmed.nets.srgan import SRDiscriminator, SRResNet
 from advmed.nets.srgan_pairs import make_sr_pair
 from advmed.nets.vgg_features import truncated_vgg19
 
-NUM_CLASSES = 9  # labels ride along with the tiles, as in the NCT data; SRGAN ignores them
 # Logged metric of SRGANModule -> the name the bare loop records the same term under.
 LOSS_NAMES = {"train/d_real": "d_real", "train/d_fake": "d_fake", "train/g_content": "g_content",
               "train/g_adversarial": "g_adversarial"}
@@ -172,19 +163,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print its lines and return the figures (the test reads them)."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    use_clock(args.clock, device)
-    bf16 = device.type == "cuda" if args.bf16 is None else args.bf16
-    torch.manual_seed(args.seed)
-    template = build_template(args)
-    loader = random_image_loader(args.batch * args.batches, args.tile_size, NUM_CLASSES, args.batch,
-                                 pin=device.type == "cuda")
-    runs = {OURS: lambda n: ours_round(template, loader, n, device, "32-true", args.seed),
-            BARE: lambda n: bare_round(template, loader, n, device, args.seed)}
-    if bf16:
-        runs[OURS_BF16] = lambda n: ours_round(template, loader, n, device, "bf16-mixed", args.seed)
+    template, device, runs = prepare_runs(args, args.tile_size, build_template, ours_round, bare_round)
     h = template.hparams
     print(f"SRGAN x{h.scale} training, {device} ({torch.get_num_threads()} threads), {args.tile_size} px tiles -> "
           f"I_LR {h.lr_size} / I_HR {h.hr_size}, batch {args.batch}, SRResNet {h.num_blocks} blocks x {h.channels} "
@@ -197,26 +176,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace, results: dict[str, list[RoundResult]], device: torch.device) -> dict[str, Any]:
-    ours, bare = images_per_s(results[OURS], args.batch), images_per_s(results[BARE], args.batch)
-    ratio = throughput_ratio(results[OURS], results[BARE])
-    print(f"[srgan fp32] ours (Lightning) {ours:.2f} img/s, bare loop {bare:.2f} img/s, ratio ours/bare {ratio:.3f} "
-          "(target >= 0.95)")
-    figures: dict[str, Any] = {"ours_img_s": ours, "bare_img_s": bare, "ratio": ratio,
-                               "ours_fit_overhead_s": fit_overhead(results[OURS]), "results": results}
-    print(f"[srgan fit overhead] ours {figures['ours_fit_overhead_s']:.2f} s per fit outside the training loop "
-          "(copying the module, building the Trainer, setup / teardown; once per run, not in the ratio)")
-    if OURS_BF16 in results:
-        fast = images_per_s(results[OURS_BF16], args.batch)
-        figures.update(bf16_img_s=fast, bf16_ratio=throughput_ratio(results[OURS_BF16], results[BARE]))
-        print(f"[srgan bf16-mixed vs fp32 bare] ours bf16-mixed {fast:.2f} img/s, bare fp32 {bare:.2f} img/s, "
-              f"speed-up {figures['bf16_ratio']:.2f}x (channels_last: not an option of SRGANModule, so bf16 alone)")
-    print(memory_line("srgan", results, device))
-    same = all(same_training(a, b) for a, b in zip(results[OURS], results[BARE]))
-    figures["same_training"] = same
-    print(f"[srgan same training] every round: first- and last-iteration losses and final generator weights of ours "
-          f"and the bare loop agree: {same} (first iteration: "
-          + ", ".join(f"{k} {v:.5g}" for k, v in results[OURS][0].first_losses.items()) + ")")
-    return figures
+    return report_rounds("srgan", "SRGANModule", "generator", args.batch, results, device)
 
 
 if __name__ == "__main__":

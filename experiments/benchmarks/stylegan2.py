@@ -41,25 +41,18 @@ from typing import Any
 import lightning as L
 import torch
 from gan_rounds import (
-    BARE,
-    OURS,
-    OURS_BF16,
+    NUM_CLASSES,
     LossRecorder,
     PeakMemory,
     RoundResult,
     alternate,
     cycle_batches,
-    fit_overhead,
-    images_per_s,
     lightning_round,
-    memory_line,
     now,
-    random_image_loader,
-    same_training,
+    prepare_runs,
+    report_rounds,
     set_requires_grad,
     sync,
-    throughput_ratio,
-    use_clock,
 )
 from torch import nn
 from torch.utils.data import DataLoader
@@ -69,7 +62,6 @@ from advmed.models.gan import lazy_reg_optimizer_kwargs
 from advmed.models.stylegan2 import STYLEGAN2_OPTIMIZER, StyleGAN2Module
 from advmed.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
-NUM_CLASSES = 9  # NCT-CRC-HE
 # Logged metric of StyleGAN2Module -> the name the bare loop records the same term under.
 LOSS_NAMES = {"train/d_real": "d_real", "train/d_fake": "d_fake", "train/d_r1": "d_r1",
               "train/g_adversarial": "g_adversarial", "train/g_path_length": "g_path_length"}
@@ -220,19 +212,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print its lines and return the figures (the test reads them)."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    use_clock(args.clock, device)
-    bf16 = device.type == "cuda" if args.bf16 is None else args.bf16
-    torch.manual_seed(args.seed)
-    template = build_template(args)
-    loader = random_image_loader(args.batch * args.batches, args.image_size, NUM_CLASSES, args.batch,
-                                 pin=device.type == "cuda")
-    runs = {OURS: lambda n: ours_round(template, loader, n, device, "32-true", args.seed),
-            BARE: lambda n: bare_round(template, loader, n, device, args.seed)}
-    if bf16:
-        runs[OURS_BF16] = lambda n: ours_round(template, loader, n, device, "bf16-mixed", args.seed)
+    template, device, runs = prepare_runs(args, args.image_size, build_template, ours_round, bare_round)
     h = template.hparams
     print(f"StyleGAN2 training, {device} ({torch.get_num_threads()} threads), {args.image_size} px, batch "
           f"{args.batch}, channel_base {h.channel_base}, channel_max {h.channel_max}, z/w {h.z_dim}, mapping "
@@ -245,26 +225,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace, results: dict[str, list[RoundResult]], device: torch.device) -> dict[str, Any]:
-    ours, bare = images_per_s(results[OURS], args.batch), images_per_s(results[BARE], args.batch)
-    ratio = throughput_ratio(results[OURS], results[BARE])
-    print(f"[stylegan2 fp32] ours (Lightning) {ours:.2f} img/s = {1000 / ours:.1f} s/kimg, bare loop {bare:.2f} img/s "
-          f"= {1000 / bare:.1f} s/kimg, ratio ours/bare {ratio:.3f} (target >= 0.95)")
-    figures: dict[str, Any] = {"ours_img_s": ours, "bare_img_s": bare, "ratio": ratio,
-                               "ours_fit_overhead_s": fit_overhead(results[OURS]), "results": results}
-    print(f"[stylegan2 fit overhead] ours {figures['ours_fit_overhead_s']:.2f} s per fit outside the training loop "
-          "(copying the module, building the Trainer, setup / teardown; once per run, not in the ratio)")
-    if OURS_BF16 in results:
-        fast = images_per_s(results[OURS_BF16], args.batch)
-        figures.update(bf16_img_s=fast, bf16_ratio=throughput_ratio(results[OURS_BF16], results[BARE]))
-        print(f"[stylegan2 bf16-mixed vs fp32 bare] ours bf16-mixed {fast:.2f} img/s = {1000 / fast:.1f} s/kimg, "
-              f"bare fp32 {bare:.2f} img/s, speed-up {figures['bf16_ratio']:.2f}x (channels_last: not an option of "
-              "StyleGAN2Module, so bf16 alone)")
-    print(memory_line("stylegan2", results, device))
-    same = all(same_training(a, b) for a, b in zip(results[OURS], results[BARE]))
-    figures["same_training"] = same
-    print(f"[stylegan2 same training] every round: first- and last-iteration losses and final EMA weights of ours "
-          f"and the bare loop agree: {same} (first iteration: "
-          + ", ".join(f"{k} {v:.5g}" for k, v in results[OURS][0].first_losses.items()) + ")")
+    figures = report_rounds("stylegan2", "StyleGAN2Module", "EMA", args.batch, results, device, per_kimg=True)
+    ours = figures["ours_img_s"]
     paper = PAPER_SECONDS / PAPER_KIMG
     print(f"[paper context] official StyleGAN2 code ~{OFFICIAL_V100_S_PER_KIMG:.0f} s/kimg on one V100 at 128 px; "
           f"Lockshin et al.: 280k iterations x 32 = {PAPER_KIMG:.0f} kimg in 7 d 21 h on one RTX A6000 = "
