@@ -133,8 +133,9 @@ def plot(table: Table, path: Path, fgsm_eps: float) -> Path:
         ax.bar(xs, [100 * row[column] for row in table.rows], width, label=label)
     ax.set_xticks(range(len(table.rows)), [row[0] for row in table.rows], fontsize=8)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_ylim(0, 118)  # room above 100 % for the legend, clear of the bars
+    ax.set_yticks(range(0, 101, 20))
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
     ax.set_title("Lockshin et al. 2022, Table 1 (ours)", fontsize=9)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
