@@ -116,6 +116,7 @@ class Pipeline:
                  env: Mapping[str, str] | None = None, cli: str = "the pipeline", in_process: bool = False) -> None:
         self.cli = cli
         self.in_process = in_process
+        self._file_digests: dict[tuple[str, int, int], dict[str, Any]] = {}
         self.out_dir = Path(out_dir).expanduser().resolve()
         self.stages = list(stages)
         self.python = python
@@ -151,7 +152,7 @@ class Pipeline:
             if not path.exists():
                 raise StageInputError(f"stage {stage.name} needs {label} at {path}, which does not exist: {hint}")
             try:
-                digests[label] = digest(path, hint)
+                digests[label] = self._digest(path, hint)
             except (OSError, ValueError) as err:
                 raise StageInputError(f"stage {stage.name}: its input {label} ({path}) is incomplete: {err}") from err
         return digests
@@ -159,9 +160,20 @@ class Pipeline:
     def output_digests(self, stage: Stage) -> dict[str, dict[str, Any]] | None:
         """The digests of the stage's outputs, or None when one is missing or incomplete."""
         try:
-            return {label: digest(path) for label, path in stage.outputs.items()}
+            return {label: self._digest(path) for label, path in stage.outputs.items()}
         except (OSError, ValueError):
             return None
+
+    def _digest(self, path: Path, hint: str | None = None) -> dict[str, Any]:
+        """:func:`digest`, remembered for a file of unchanged size and modification time: a checkpoint
+        is one stage's output and later stages' input, and is hashed once per pipeline run."""
+        if path.is_dir():
+            return digest(path, hint) if hint else digest(path)
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in self._file_digests:
+            self._file_digests[key] = digest(path)
+        return self._file_digests[key]
 
     def status(self, stage: Stage) -> str:
         """``done`` (the record matches), or why the stage must run."""
@@ -209,14 +221,14 @@ class Pipeline:
                 rows.append({"stage": stage.name, "status": "skipped", "seconds": record.get("seconds")})
                 continue
             print(f"[{stage.name}] running ({status}): {stage.command}", flush=True)
-            seconds = self._run(stage, status)
+            seconds = self._run(stage)
             rows.append({"stage": stage.name, "status": "ran", "seconds": round(seconds, 1)})
             print(f"[{stage.name}] finished in {seconds:.0f} s", flush=True)
         if not dry_run:
             self._write_summary(rows)
         return rows
 
-    def _run(self, stage: Stage, status: str) -> float:
+    def _run(self, stage: Stage) -> float:
         inputs = self.input_digests(stage)
         earlier = self._record(stage)
         same_command = earlier is not None and earlier["command"] == stage.command and earlier["inputs"] == inputs
