@@ -40,9 +40,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     try:
         trainer.test(module, datamodule=datamodule)
         metrics = run_metrics(trainer)
-        report = write_report(output_dir(cfg), metrics, plain(cfg.get("attack")), str(cfg.ckpt_path), data_name(cfg))
-        print(report.read_text())
-        print(f"report written to {report}")
+        if trainer.is_global_zero:  # under DDP every rank gets here; the report is written once
+            report = write_report(output_dir(cfg), metrics, plain(cfg.get("attack")), str(cfg.ckpt_path), data_name(cfg))
+            print(report.read_text())
+            print(f"report written to {report}")
         return metrics
     finally:
         finish_loggers(trainer.loggers)

@@ -19,6 +19,7 @@ from advmed.attacks import build_attack
 from advmed.studies.robustness_report import write_report
 from advmed.utils.files import write_json
 from advmed.utils.resolvers import register_resolvers
+from advmed.utils.resume import resolve_ckpt_path
 from advmed.utils.run import (
     build_trainer,
     check_required,
@@ -52,18 +53,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     model = build_model(cfg)
     model.check_datamodule(datamodule)
+    model.set_nonfinite_loss(cfg.get("nonfinite_loss", "stop"))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir(cfg))
     trainer = build_trainer(cfg)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         metrics = run_metrics(trainer)
         if cfg.get("test"):
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
             metrics = run_metrics(trainer, metrics)
-            write_report(output_dir(cfg), metrics, plain(cfg.get("attack")), best, data_name(cfg))
-        else:
-            write_json(output_dir(cfg) / "metrics.json", {"metrics": metrics, "ckpt_path": best})
-        print(f"best checkpoint: {best}")
+        # Every DDP rank runs this function; reports are written once.
+        if trainer.is_global_zero:
+            if cfg.get("test"):
+                write_report(output_dir(cfg), metrics, plain(cfg.get("attack")), best, data_name(cfg))
+            else:
+                write_json(output_dir(cfg) / "metrics.json", {"metrics": metrics, "ckpt_path": best})
+            print(f"best checkpoint: {best}")
         return metrics
     finally:
         finish_loggers(trainer.loggers)

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
 from advmed.data.augmentation import build_augmentation
 from advmed.data.copy_layouts import ClassFolderLayout, CopyLayout
@@ -76,11 +76,22 @@ class ImageFolderDataset(LabelledDataset):
     Tiles of another size are resized with antialiasing; ``size=None`` keeps them as stored.
     ``in_channels=1`` keeps one channel of the RGB the reader returns (grayscale files are read as
     gray replicated to RGB). ``names`` are ``<CLASS>/<file stem>``, unique within a class-folder dataset.
+    ``images``, when given, holds the files already decoded (uint8 (H, W, 3) per item, in item order:
+    :mod:`advmed.data.decoded_cache`) and replaces reading them.
     """
 
-    def __init__(self, items: Sequence[tuple[Path, int]], image_size: int | None = None, in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        items: Sequence[tuple[Path, int]],
+        image_size: int | None = None,
+        in_channels: int = 3,
+        images: Sequence[Any] | None = None,
+    ) -> None:
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3 for image folders, got {in_channels}")
+        if images is not None and len(images) != len(items):
+            raise ValueError(f"{len(images)} decoded images for {len(items)} files")
+        self.images = images
         self.paths = [path for path, _ in items]
         self.targets = torch.tensor([label for _, label in items], dtype=torch.long)
         self.names = [f"{path.parent.name}/{path.stem}" for path in self.paths]
@@ -88,7 +99,8 @@ class ImageFolderDataset(LabelledDataset):
         self.in_channels = in_channels
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(read_image(self.paths[index])).permute(2, 0, 1)[: self.in_channels]
+        array = read_image(self.paths[index]) if self.images is None else self.images[index]
+        image = torch.from_numpy(array).permute(2, 0, 1)[: self.in_channels]
         return to_float_image(image, self.image_size), self.targets[index]
 
 
@@ -240,8 +252,7 @@ class SplitDataModule(L.LightningDataModule):
         dataset = self._require("train")
         return self._loader(
             dataset,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
+            sampler=EpochRandomSampler(dataset, self.seed),
             # A last batch of one sample breaks BatchNorm in training; drop only that case.
             drop_last=len(dataset) > self.batch_size and len(dataset) % self.batch_size == 1,
         )
@@ -261,6 +272,24 @@ class SplitDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             **kwargs,
         )
+
+
+class EpochRandomSampler(RandomSampler):
+    """A shuffle that is a function of ``(seed, epoch)`` alone.
+
+    Lightning calls ``set_epoch`` before every epoch, so a run resumed from a checkpoint at epoch
+    ``e`` draws the order the uninterrupted run drew, whereas a generator seeded once when the
+    loader is built would restart at epoch 0's order. A ``RandomSampler`` still, so that under
+    DDP Lightning swaps it for its (equally epoch-seeded) ``DistributedSampler``.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        super().__init__(dataset, generator=torch.Generator())
+        self.seed = int(seed)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + int(epoch))
 
 
 class ConcatLabelledDataset(ConcatDataset):

@@ -8,12 +8,18 @@ A new model plugs into ``advmed.train`` / ``advmed.evaluate`` by subclassing
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
+import torch
+
+log = logging.getLogger(__name__)
 
 # Checkpoint key holding the import path of the module class that wrote it.
 CLASS_KEY = "advmed_module"
+# What a training step does with a loss that is not finite (``nonfinite_loss`` in conf/train.yaml).
+NONFINITE_POLICIES = ("stop", "skip")
 # Values the data and the model must agree on when both state them (DESIGN contract 4).
 DATA_FIELDS = ("num_classes", "in_channels", "class_names")
 
@@ -41,6 +47,34 @@ class AdvmedModule(L.LightningModule):
     test_attack = None
     monitor: tuple[str, str] | None = None
     """``(metric, "min" | "max")`` that picks the best checkpoint (see ``BestCheckpoint``)."""
+    nonfinite_loss: str = "stop"
+    """``stop``: a training loss that is not finite ends the run with a FloatingPointError naming the
+    step (the last checkpoint written stays the last good state); ``skip``: that batch is skipped
+    with a warning and counted in ``skipped_batches``. Set by ``advmed.train`` from config."""
+    skipped_batches: int = 0
+
+    def set_nonfinite_loss(self, policy: str) -> None:
+        if policy not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite_loss={policy!r} must be one of {', '.join(NONFINITE_POLICIES)}")
+        self.nonfinite_loss = policy
+
+    def finite_on_every_rank(self, value: torch.Tensor) -> bool:
+        """Whether ``value`` is finite here and on every other DDP rank: ranks must agree to stop
+        or skip together, else the others wait for a gradient all-reduce that never comes."""
+        finite = bool(torch.isfinite(value).all())
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            finite = bool(trainer.strategy.reduce_boolean_decision(finite, all=True))
+        return finite
+
+    def nonfinite_training_loss(self, message: str) -> None:
+        """Act on a training loss that is not finite (on some rank): raise a FloatingPointError with
+        ``message``, or (``nonfinite_loss=skip``) warn and count the skipped batch."""
+        if self.nonfinite_loss == "skip":
+            self.skipped_batches += 1
+            log.warning("%s: batch skipped (nonfinite_loss=skip; %d skipped so far)", message, self.skipped_batches)
+            return
+        raise FloatingPointError(f"{message} (nonfinite_loss=skip skips such batches instead)")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = class_path(type(self))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import zipfile
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,8 +30,19 @@ def read_checkpoint(path: str | Path) -> dict:
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise ValueError(f"'{path}' is not a readable PyTorch checkpoint (truncated or another format): {err}") from err
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as err:
+        raise ValueError(unreadable_checkpoint_message(path, err)) from err
+
+
+def unreadable_checkpoint_message(path: str | Path, err: BaseException) -> str:
+    """What to say about a checkpoint file torch cannot read (a save killed by something other
+    than advmed's atomic writer, a copy cut short, another format)."""
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (
+        f"'{path}' is not a readable PyTorch checkpoint (truncated, corrupt or another format: {detail}); "
+        "delete it and resume from another checkpoint of the run (e.g. ckpt_path=<run dir>/checkpoints/best.ckpt), "
+        "or start the run again"
+    )
 
 
 def _module_class(path: Path, ckpt: object, expected: type[M]) -> type[M]:

@@ -79,14 +79,16 @@ class ClassifierModule(SupervisedModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         return self.check_finite(F.cross_entropy(logits, y))
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         x, y = batch
         x = self.mix_adversarial(x, y)
         logits = self(x)
         loss = self._loss(logits, y)
+        if loss is None:  # not finite, nonfinite_loss=skip
+            return None
         self.train_acc(logits.argmax(1), y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -96,7 +98,7 @@ class ClassifierModule(SupervisedModule):
         x, y = batch
         logits = self(x)
         self.val_acc(logits.argmax(1), y)
-        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True)
+        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
@@ -104,7 +106,7 @@ class ClassifierModule(SupervisedModule):
         logits = self(x)
         pred = logits.argmax(1)
         self.test_acc(pred, y)
-        self.log("test/loss", F.cross_entropy(logits, y))
+        self.log("test/loss", F.cross_entropy(logits, y), sync_dist=True)
         self.log("test/acc", self.test_acc)
         out = {"x": x, "y": y, "pred": pred, "confidence": logits.softmax(1).amax(1)}
         if self.test_attack is None:

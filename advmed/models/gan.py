@@ -301,7 +301,11 @@ class GANModule(AdvmedModule):
                 terms = loss_fn(batch)
                 if terms is None:
                     continue
-                self.manual_backward(self._checked_total(terms, what, optimizer) * (scale / len(batches)))
+                total = self._checked_total(terms, what, optimizer)
+                if total is None:  # not finite, nonfinite_loss=skip: this network skips the step
+                    optimizer.zero_grad(set_to_none=True)
+                    return None
+                self.manual_backward(total * (scale / len(batches)))
             for name, value in terms.items():
                 means[name] = means.get(name, 0.0) + value.detach() / len(batches)
         if not means:
@@ -310,8 +314,9 @@ class GANModule(AdvmedModule):
         optimizer.zero_grad(set_to_none=True)
         return means
 
-    def _checked_total(self, terms: LossTerms, what: str, optimizer) -> Tensor:
-        """The sum of ``terms``, or a FloatingPointError naming the term that is not finite."""
+    def _checked_total(self, terms: LossTerms, what: str, optimizer) -> Tensor | None:
+        """The sum of ``terms``; when not finite, a FloatingPointError naming the term, or None under
+        ``nonfinite_loss=skip``."""
         if not terms:
             raise ValueError(f"{type(self).__name__}: the {what} has no terms (return None to skip a regularizer)")
         for name, value in terms.items():
@@ -319,14 +324,16 @@ class GANModule(AdvmedModule):
                 raise TypeError(f"{what} term '{name}' must be a scalar tensor, got {type(value).__name__} "
                                 f"of shape {tuple(getattr(value, 'shape', ()))}")
         total = sum(terms.values())
-        if not torch.isfinite(total):  # one check (one device sync) per backward pass, terms only on failure
+        # One check (one device sync; under DDP one all-reduce) per backward pass, terms only on failure.
+        if not self.finite_on_every_rank(total):
             name, value = next(((n, v) for n, v in terms.items() if not torch.isfinite(v)), ("sum", total))
             network = what.split()[0]
-            raise FloatingPointError(
+            self.nonfinite_training_loss(
                 f"{what} term '{name}' is {float(value.detach())} at epoch {self.current_epoch}, step {self.global_step}: "
                 f"lower model.{network}_optimizer.lr (now {optimizer.optimizer.param_groups[0]['lr']}) "
                 "or check the inputs are finite and in [0, 1]"
             )
+            return None
         return total.reshape(())
 
     def _log(self, prefix: str, terms: dict[str, Tensor] | None, total: bool = False) -> None:

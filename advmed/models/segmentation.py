@@ -94,13 +94,15 @@ class SegmentationModule(SupervisedModule):
         x, y = batch
         x = self.mix_adversarial(x, y)
         loss = self._loss(self(x), y)
+        if loss is None:  # not finite, nonfinite_loss=skip
+            return None
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self.log("val/loss", self._loss(logits, y), prog_bar=True)
+        self.log("val/loss", self._loss(logits, y), prog_bar=True, sync_dist=True)
         self.val_scores.update(logits.argmax(1), y)
 
     def on_validation_epoch_end(self) -> None:
@@ -110,7 +112,7 @@ class SegmentationModule(SupervisedModule):
         x, y = batch
         logits = self(x)
         pred = logits.argmax(1)
-        self.log("test/loss", self._loss(logits, y))
+        self.log("test/loss", self._loss(logits, y), sync_dist=True)
         self.test_scores.update(pred, y)
         out = {"x": x, "y": y, "pred": pred}
         if self.test_attack is None:

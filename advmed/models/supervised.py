@@ -50,15 +50,22 @@ class SupervisedModule(AdvmedModule):
             return x
         return torch.cat([self.train_attack(self, x[:n_adv], y[:n_adv]), x[n_adv:]])
 
-    def check_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        """``loss``, or a FloatingPointError that says where it diverged and what to change."""
-        if not torch.isfinite(loss):
-            optimizer = self.hparams.get("optimizer") or {}
-            raise FloatingPointError(
-                f"loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: lower "
-                f"model.optimizer.lr (now {optimizer.get('lr', '?')}) or check the inputs are finite and in [0, 1]"
-            )
-        return loss
+    def check_finite(self, loss: torch.Tensor) -> torch.Tensor | None:
+        """``loss`` when finite (on every DDP rank). Otherwise, in training, None under
+        ``nonfinite_loss=skip`` (the step returns None: Lightning skips that batch's backward and
+        optimiser step) or a FloatingPointError that says where it diverged and what to change;
+        in validation and testing always the error."""
+        if self.finite_on_every_rank(loss):
+            return loss
+        optimizer = self.hparams.get("optimizer") or {}
+        message = (
+            f"loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: lower "
+            f"model.optimizer.lr (now {optimizer.get('lr', '?')}) or check the inputs are finite and in [0, 1]"
+        )
+        if not self.training:
+            raise FloatingPointError(message)
+        self.nonfinite_training_loss(message)
+        return None
 
     def configure_optimizers(self):
         cfg = self.hparams.get("optimizer") or {"_target_": "torch.optim.AdamW", "lr": 1e-3}

@@ -189,8 +189,9 @@ class UniversalPatchModule(AdvmedModule):
         x, y = batch
         logits = self.classifier(self.patched(x).x_adv)
         loss = self._objective_loss(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"patch loss is {loss.item()} at step {self.global_step}: lower model.optimizer.lr")
+        if not self.finite_on_every_rank(loss):
+            self.nonfinite_training_loss(f"patch loss is {loss.item()} at step {self.global_step}: lower model.optimizer.lr")
+            return None
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
