@@ -29,6 +29,7 @@ from advmed.data.base import SPLITS, concat_datasets
 from advmed.data.writers import DatasetWriter, code_version, item_names, verify_copy
 from advmed.models import load_module
 from advmed.utils.files import file_sha256
+from advmed.utils.job_status import record_job_status
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import check_required, plain, seed_run
 
@@ -137,6 +138,7 @@ def augment(cfg: DictConfig) -> tuple[int, Path]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="augment")
+@record_job_status
 def main(cfg: DictConfig) -> None:
     augment(cfg)
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from advmed.attacks import build_attack
 from advmed.models import load_module
 from advmed.studies.robustness_report import write_report
+from advmed.utils.job_status import record_job_status
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import (
     build_trainer,
@@ -50,8 +51,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+@record_job_status
+def main(cfg: DictConfig) -> dict[str, float]:
+    return evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from advmed.models.stylegan2 import StyleGAN2Module
 from advmed.nets.srgan_pairs import KERNELS, resize
 from advmed.nets.stylegan2_layers import NOISE_MODES
 from advmed.utils.files import file_sha256
+from advmed.utils.job_status import record_job_status
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import check_required, plain, seed_run
 
@@ -251,6 +252,7 @@ def generate(cfg: DictConfig) -> tuple[int, Path]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+@record_job_status
 def main(cfg: DictConfig) -> None:
     generate(cfg)
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from advmed.models import ClassifierModule, load_module
 from advmed.studies.pgd_study import StudySettings, run_pgd_study
+from advmed.utils.job_status import record_job_status
 from advmed.utils.loggers import markdown_table
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import build_trainer, finish_loggers, output_dir, seed_run
@@ -43,8 +44,9 @@ def study(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="study")
-def main(cfg: DictConfig) -> None:
-    study(cfg)
+@record_job_status
+def main(cfg: DictConfig) -> dict[str, float]:
+    return study(cfg)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from advmed.attacks import build_attack
 from advmed.studies.robustness_report import write_report
 from advmed.utils.files import write_json
+from advmed.utils.job_status import record_job_status
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.resume import resolve_ckpt_path
 from advmed.utils.run import (
@@ -76,6 +77,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@record_job_status
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric"))

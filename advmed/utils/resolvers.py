@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from omegaconf import OmegaConf
+
+# File names are limited to 255 bytes; a sweep directory name stays well below, leaving room for
+# what tools append (".tmp" files, W&B's run suffixes) and for a readable listing.
+JOB_DIRNAME_MAX_BYTES = 150
+_HASH_CHARS = 10
 
 
 def wandb_offline() -> bool:
@@ -15,6 +21,27 @@ def wandb_offline() -> bool:
     return not (mode == "online" or os.environ.get("WANDB_API_KEY"))
 
 
+def job_dirname(override_dirname: str, max_bytes: int = JOB_DIRNAME_MAX_BYTES) -> str:
+    """A multirun job's directory name from Hydra's ``override_dirname``: unchanged when it fits in
+    ``max_bytes`` (UTF-8), otherwise cut to fit, with '/' made '_' (one directory, not a nest of them),
+    and ending in ``_`` + a hash of the full name, so that two jobs whose names share the kept prefix
+    stay apart. The full overrides stay in the job's ``.hydra/overrides.yaml``.
+
+    ``conf/hydra/default.yaml``: ``sweep.subdir: ${advmed.job_dirname:${hydra.job.override_dirname}}``.
+    """
+    name = str(override_dirname)
+    if max_bytes <= _HASH_CHARS + 1:
+        raise ValueError(f"advmed.job_dirname: max_bytes must exceed {_HASH_CHARS + 1}, got {max_bytes}")
+    if len(name.encode()) <= max_bytes:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_CHARS]
+    # errors="ignore" drops a multi-byte character cut in half at the boundary
+    prefix = name.replace("/", "_").encode()[: max_bytes - _HASH_CHARS - 1].decode(errors="ignore")
+    return f"{prefix}_{digest}"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("advmed.wandb_offline"):
         OmegaConf.register_new_resolver("advmed.wandb_offline", wandb_offline)
+    if not OmegaConf.has_resolver("advmed.job_dirname"):
+        OmegaConf.register_new_resolver("advmed.job_dirname", job_dirname)
