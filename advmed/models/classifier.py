@@ -72,7 +72,7 @@ class ClassifierModule(SupervisedModule):
     @classmethod
     def restore_kwargs(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         # The ImageNet file is not needed to restore trained weights (and may be absent here).
-        return {**hparams, "pretrained_path": None}
+        return {**super().restore_kwargs(hparams), "pretrained_path": None}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:

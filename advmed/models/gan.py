@@ -112,9 +112,12 @@ class GANModule(AdvmedModule):
     ``on_save_checkpoint``, ``on_load_checkpoint``, ``train``, ``state_dict`` and ``load_state_dict``:
     a subclass that overrides one calls ``super()``.
 
-    Under DDP the trainer needs ``strategy=ddp_find_unused_parameters_true`` (or its spawn form):
-    each backward pass reaches only one network's parameters.
+    Under DDP each backward pass reaches only one network's parameters, so DDP must look for unused
+    ones: ``trainer=ddp`` (``ModuleDDPStrategy``) reads :attr:`ddp_find_unused_parameters`; a plain
+    Lightning strategy needs ``strategy=ddp_find_unused_parameters_true``.
     """
+
+    ddp_find_unused_parameters = True
 
     def __init__(self) -> None:
         super().__init__()

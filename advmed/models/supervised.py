@@ -5,6 +5,7 @@ stops the run with a clear message when it stops being finite."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -27,6 +28,12 @@ class SupervisedModule(AdvmedModule):
       made with the current weights (adversarial training; with Inverse FGSM, the online form of
       Pervin et al.'s augmentation); 0 disables it.
     """
+
+    @classmethod
+    def restore_kwargs(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        # The training attack is config, not state, and is not in the checkpoint: a module rebuilt
+        # from it (to evaluate, attack or augment with) trains no more, so it mixes in nothing.
+        return {**super().restore_kwargs(hparams), "adv_fraction": 0.0}
 
     def init_attacks(self, train_attack, test_attack) -> None:
         adv_fraction = self.hparams.adv_fraction

@@ -40,8 +40,17 @@ def job_dirname(override_dirname: str, max_bytes: int = JOB_DIRNAME_MAX_BYTES) -
     return f"{prefix}_{digest}"
 
 
+def cuda_available() -> bool:
+    """Whether this process sees a CUDA device (e.g. SyncBatchNorm, which only runs on GPUs)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("advmed.wandb_offline"):
         OmegaConf.register_new_resolver("advmed.wandb_offline", wandb_offline)
     if not OmegaConf.has_resolver("advmed.job_dirname"):
         OmegaConf.register_new_resolver("advmed.job_dirname", job_dirname)
+    if not OmegaConf.has_resolver("advmed.cuda_available"):
+        OmegaConf.register_new_resolver("advmed.cuda_available", cuda_available)

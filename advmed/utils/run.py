@@ -11,10 +11,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from advmed.utils.wandb_fallback import start_or_fall_back
+
+
+def _entries(cfg: DictConfig | None) -> list:
+    return [entry for entry in (cfg or {}).values() if entry and "_target_" in entry]
+
 
 def instantiate_group(cfg: DictConfig | None) -> list:
     """The objects of a group of named ``_target_`` entries (``callbacks:``, ``logger:``); none for null."""
-    return [instantiate(entry) for entry in (cfg or {}).values() if entry and "_target_" in entry]
+    return [instantiate(entry) for entry in _entries(cfg)]
 
 
 def check_required(cfg: DictConfig) -> None:
@@ -54,7 +60,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     logger (W&B shows it as the run config).
     """
     callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
+    loggers = [
+        start_or_fall_back(entry, logger) if isinstance(logger, WandbLogger) else logger
+        for entry, logger in zip(_entries(cfg.get("logger")), instantiate_group(cfg.get("logger")))
+    ]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:

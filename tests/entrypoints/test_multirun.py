@@ -1,5 +1,10 @@
 """Sweeps as a user launches them: `python -m advmed.train -m ...` in a fresh interpreter."""
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,7 +12,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, REPO_ROOT
 from tests.entrypoints.conftest import TINY, read_metrics, run_module
 
 SWEEP = TINY
@@ -77,3 +82,36 @@ def test_training_set_size_sweep_is_aggregated_into_one_table(tmp_path):
     assert len(rows) == 4  # 2 fractions x 2 eps
     assert {r["train_fraction"] for r in rows} == {"0.5", "1.0"}
     assert (sweep / "fig3d_success_vs_train_size.png").is_file()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare for a network namespace")
+def test_wandb_online_without_a_network_falls_back_to_offline_and_the_run_finishes(tmp_path):
+    # A network namespace with no interfaces: every connection fails, as on a cluster node without internet.
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -n is not permitted here (needs root or user namespaces)")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "WANDB_MODE": "online", "ADVMED_LOG_DIR": str(tmp_path / "outputs"),
+           "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567"}
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", "advmed.train", "experiment=demo", *TINY, "trainer.max_epochs=1",
+         "logger=wandb", f"hydra.run.dir={run}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B online logging unavailable (cannot reach api.wandb.ai:443" in proc.stdout + proc.stderr
+    assert f"wandb sync {run}/wandb/offline-run-*" in proc.stdout + proc.stderr
+    assert len(list(run.glob("wandb/offline-run-*/run-*.wandb"))) == 1
+    assert read_metrics(run)["test/acc"] >= 0
+
+
+def test_server_reachable_names_the_host_and_port_it_could_not_reach():
+    from advmed.utils.wandb_fallback import server_reachable
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert server_reachable(f"http://127.0.0.1:{port}", timeout_s=2).startswith(f"cannot reach 127.0.0.1:{port} (")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert server_reachable(f"http://127.0.0.1:{server.getsockname()[1]}", timeout_s=2) is None

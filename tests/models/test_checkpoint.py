@@ -61,3 +61,19 @@ def test_data_that_does_not_fit_is_refused_naming_the_file(tmp_path, data, match
     with pytest.raises(ValueError, match=f"checkpoint '.*m.ckpt': the model was {match}"):
         load_module(path, datamodule=SimpleNamespace(**data))
     load_module(path, datamodule=SimpleNamespace(num_classes=2, in_channels=3, class_names=("a", "b")))  # fits
+
+
+def test_an_adversarially_trained_classifier_reloads_without_its_training_attack(tmp_path):
+    import lightning as L
+
+    from advmed.attacks import FGSM
+    from advmed.models import ClassifierModule, load_module
+
+    module = ClassifierModule("resnet18", num_classes=3, adv_fraction=0.5, train_attack=FGSM(eps=0.1))
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "adv.ckpt")
+    restored = load_module(tmp_path / "adv.ckpt")
+    assert restored.train_attack is None and restored.hparams.adv_fraction == 0.0
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[key]), key
