@@ -27,7 +27,7 @@ PAPER_LOCKSHIN_SCALE ?= cpu
 PAPER_LOCKSHIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint bench paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
+.PHONY: help install demo test test-cluster test-full slurm-up slurm-down lint bench paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -50,8 +50,17 @@ demo: install ## train ResNet34 on synthetic histology, attack it with FGSM and 
 test: install ## fast CPU test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-full: install ## every test, including those marked slow
+test-cluster: install ## multi-process tests: DDP ranks, kill and resume, W&B without a network, SLURM jobs (`make slurm-up` first; CI runs it after `test`)
+	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
+
+test-full: install ## every test, including those marked slow and cluster
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+slurm-up: ## start a one-node SLURM on this machine for the slurm tests and a local try of the cluster path (root, Debian)
+	bash tests/slurm/cluster.sh up
+
+slurm-down: ## stop the test SLURM
+	bash tests/slurm/cluster.sh down
 
 lint: install ## ruff
 	$(PY) -m ruff check advmed tests experiments
@@ -63,6 +72,7 @@ bench: install ## speed comparisons against the peer libraries (experiments/benc
 	$(PY) experiments/benchmarks/stylegan2.py --device cpu --threads 1 --image-size 32 --batch 8 --channel-base 1024 --channel-max 32 --z-dim 64 --mapping-layers 2 --iterations 16 --repeats 6
 	$(PY) experiments/benchmarks/srgan.py --device cpu --threads 1 --tile-size 40 --hr-size 32 --lr-size 16 --batch 8 --num-blocks 4 --channels 16 --critic-width 16 --iterations 8 --repeats 6
 	$(PY) experiments/benchmarks/advgan.py --device cpu --threads 1 --image-size 48 --batch 16 --iterations 8 --repeats 6
+	$(PY) experiments/benchmarks/data_pipeline.py --threads 1 --workers 0 --clock cpu
 
 paper-pgd-study: install ## PGD attack-success study (Fig. 3a-d) on synthetic histology; see experiments/pgd_study/README.md
 	$(PY) -m advmed.train experiment=pgd_study/synthetic hydra.run.dir=outputs/paper_pgd_study/train

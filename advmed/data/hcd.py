@@ -6,7 +6,8 @@ On-disk layout, as unzipped from the Kaggle competition ``histopathologic-cancer
 ``<root>/test/<id>.tif`` without labels. The labelled tiles are split here, by a seeded
 stratified draw, into disjoint test / val / train sets of fixed sizes (by default the SNAP
 paper's 8,000 train / 2,000 val, plus 2,000 test); the unlabelled ``test/`` tiles are the predict
-split. Tiles are read lazily, one file per item, with :func:`advmed.data.readers.read_image`.
+split. Tiles are read lazily, one file per item, with :func:`advmed.data.readers.read_image`, or,
+with ``cache_dir``, from a decoded cache of ``train/`` and ``test/`` (:mod:`advmed.data.decoded_cache`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -40,7 +42,8 @@ class TileFileDataset(LabelledDataset):
     """Labelled tile files read on access as float32 [0, 1] (3, size, size) images, int64 labels.
 
     ``center_crop`` keeps the central region before resizing to ``image_size`` (antialiased).
-    ``ids`` are the file stems (Kaggle ids), in item order.
+    ``ids`` are the file stems (Kaggle ids), in item order. ``images``, when given, holds the files
+    already decoded (uint8 (96, 96, 3) per item, in item order) and replaces reading them.
     """
 
     def __init__(
@@ -49,9 +52,13 @@ class TileFileDataset(LabelledDataset):
         targets: torch.Tensor,
         image_size: int | None = None,
         center_crop: int | None = None,
+        images: Sequence[np.ndarray] | None = None,
     ) -> None:
         if len(paths) != len(targets):
             raise ValueError(f"{len(paths)} tile files but {len(targets)} labels")
+        if images is not None and len(images) != len(paths):
+            raise ValueError(f"{len(images)} decoded tiles for {len(paths)} tile files")
+        self.images = images
         self.paths = list(paths)
         self.ids = [path.stem for path in self.paths]
         self.targets = targets.long()
@@ -60,7 +67,8 @@ class TileFileDataset(LabelledDataset):
 
     def load(self, index: int) -> torch.Tensor:
         """The image of item ``index`` (float32 [0, 1], (3, image_size, image_size))."""
-        return tile_to_image(read_image(self.paths[index]), self.center_crop, self.image_size)
+        tile = read_image(self.paths[index]) if self.images is None else self.images[index]
+        return tile_to_image(tile, self.center_crop, self.image_size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.load(index), self.targets[index]
@@ -72,9 +80,15 @@ class UnlabelledTileDataset(Dataset):
     ``ids[i]`` is the Kaggle id of item ``i`` (files sorted by name), to pair predictions with ids.
     """
 
-    def __init__(self, paths: Sequence[Path], image_size: int | None = None, center_crop: int | None = None):
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        image_size: int | None = None,
+        center_crop: int | None = None,
+        images: Sequence[np.ndarray] | None = None,
+    ):
         self.tiles = TileFileDataset(
-            paths, torch.zeros(len(paths), dtype=torch.long), image_size, center_crop
+            paths, torch.zeros(len(paths), dtype=torch.long), image_size, center_crop, images
         )
         self.ids = self.tiles.ids
 
@@ -105,6 +119,9 @@ class HCDDataModule(ClassificationDataModule):
         image_size: output side in pixels (224 as in the SNAP paper; 96 = native).
         center_crop: ``None``, or keep the central ``center_crop`` pixels before resizing
             (32 = exactly the region the label refers to).
+        cache_dir: ``None`` reads the tiles one by one; a folder keeps there a decoded cache of
+            ``train/`` (every tile) and ``test/``, built on first use with ``num_workers`` processes
+            and rebuilt when a folder changes. Items are the same, bit for bit.
         on_mismatch: CSV ids without a file and files without a CSV row are reported with their
             count and first names; ``"fail"`` raises, ``"skip"`` warns and drops them.
         num_classes, class_names, in_channels: fixed by the dataset; accepted for config
@@ -120,6 +137,7 @@ class HCDDataModule(ClassificationDataModule):
         test_size: int = 2000,
         image_size: int = 224,
         center_crop: int | None = None,
+        cache_dir: str | Path | None = None,
         on_mismatch: str = "fail",
         seed: int = 0,
         batch_size: int = 64,
@@ -158,6 +176,7 @@ class HCDDataModule(ClassificationDataModule):
         self.val_size = val_size
         self.test_size = test_size
         self.center_crop = center_crop
+        self.cache_dir = cache_dir
         self.on_mismatch = on_mismatch
         self.predict_set: UnlabelledTileDataset | None = None
         self._splits: dict[str, LabelledDataset] | None = None
@@ -194,7 +213,17 @@ class HCDDataModule(ClassificationDataModule):
         labels = self._reconcile(labels, files, folder)
         ids = sorted(labels)  # the split then depends on the ids only, not on the CSV row order
         targets = torch.tensor([labels[i] for i in ids], dtype=torch.long)
-        return TileFileDataset([files[i] for i in ids], targets, self.image_size, self.center_crop)
+        paths = [files[i] for i in ids]
+        return TileFileDataset(paths, targets, self.image_size, self.center_crop, self._decoded(folder, files, paths))
+
+    def _decoded(self, folder: Path, files: dict[str, Path], keep: list[Path]) -> Sequence[np.ndarray] | None:
+        """The decoded tiles of ``keep`` from the cache of every tile of ``folder`` (so that the CSV,
+        or ``on_mismatch``, can change without a rebuild); ``None`` without ``cache_dir``."""
+        # Imported here: see NCTCRCHEDataModule._folder_dataset.
+        from advmed.data.decoded_cache import decoded_images
+
+        every = [files[i] for i in sorted(files)]
+        return decoded_images(folder, every, self.cache_dir, self.num_workers, keep=keep)
 
     def _reconcile(self, labels: dict[str, int], files: dict[str, Path], folder: Path) -> dict[str, int]:
         """Report CSV ids without a file and files without a CSV row; fail, or warn and drop them."""
@@ -243,8 +272,9 @@ class HCDDataModule(ClassificationDataModule):
                     "from <root>/test/*.tif; unzip them there (training and testing do not need them)"
                 )
             files = tile_files(folder)
+            paths = [files[i] for i in sorted(files)]
             self.predict_set = UnlabelledTileDataset(
-                [files[i] for i in sorted(files)], self.image_size, self.center_crop
+                paths, self.image_size, self.center_crop, self._decoded(folder, files, paths)
             )
         return self.predict_set
 

@@ -2,7 +2,8 @@
 
 On-disk layout, as unzipped from Zenodo record 1214456: ``<root>/<CLASS>/<CLASS>-<id>.tif``
 (RGB uint8 TIFF). CRC-VAL-HE-7K, from the same record, has the same layout and can serve as an
-external test set (``test_root``). Images are read lazily, one file per item.
+external test set (``test_root``). Images are read lazily, one file per item, or, with
+``cache_dir``, from a decoded cache of each folder (:mod:`advmed.data.decoded_cache`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class NCTCRCHEDataModule(ClassificationDataModule):
         test_fraction: share of the drawn tiles held out for testing, in (0, 1).
         val_fraction: share of the remaining tiles used for validation, in (0, 1).
         image_size: output side in pixels (224 = native; e.g. 128 resizes with antialiasing).
+        cache_dir: ``None`` reads the TIFFs one by one; a folder keeps there a decoded cache of
+            ``root`` (and ``test_root``), built on first use with ``num_workers`` processes and
+            rebuilt when the folder changes. Items are the same, bit for bit.
         num_classes, class_names, in_channels: fixed by the dataset; accepted for config
             interpolation and checked.
         Other arguments: see :class:`ClassificationDataModule`.
@@ -58,6 +62,7 @@ class NCTCRCHEDataModule(ClassificationDataModule):
         test_fraction: float = 0.2,
         val_fraction: float = 0.1,
         image_size: int = 224,
+        cache_dir: str | Path | None = None,
         seed: int = 0,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -95,6 +100,7 @@ class NCTCRCHEDataModule(ClassificationDataModule):
         self.per_class = per_class
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
+        self.cache_dir = cache_dir
         self._splits: dict[str, LabelledDataset] | None = None
 
     def _build_split(self, split: str) -> LabelledDataset:
@@ -104,16 +110,26 @@ class NCTCRCHEDataModule(ClassificationDataModule):
 
     def _split_root(self) -> dict[str, LabelledDataset]:
         """Scan ``root`` once, draw the balanced subset and split it train / val / test."""
-        full = ImageFolderDataset(scan_class_folders(self.root, self.class_names), self.image_size)
+        full = self._folder_dataset(self.root)
         drawn = self._draw_per_class(full)
         if self.test_root is None:
             test_idx, rest_idx = stratified_split(drawn.targets, self.test_fraction, self.seed)
             test = SubsetDataset(drawn, test_idx)
             drawn = SubsetDataset(drawn, rest_idx)
         else:
-            test = ImageFolderDataset(scan_class_folders(self.test_root, self.class_names), self.image_size)
+            test = self._folder_dataset(self.test_root)
         val_idx, train_idx = stratified_split(drawn.targets, self.val_fraction, self.seed)
         return {"train": SubsetDataset(drawn, train_idx), "val": SubsetDataset(drawn, val_idx), "test": test}
+
+    def _folder_dataset(self, folder: Path) -> ImageFolderDataset:
+        # Imported here, not at the top: advmed.data imports this module, and a top-level import
+        # would make `python -m advmed.data.decoded_cache` run a second copy of it (runpy warns).
+        from advmed.data.decoded_cache import decoded_images
+
+        items = scan_class_folders(folder, self.class_names)
+        paths = [path for path, _ in items]
+        images = decoded_images(folder, paths, self.cache_dir, self.num_workers)
+        return ImageFolderDataset(items, self.image_size, images=images)
 
     def _draw_per_class(self, full: ImageFolderDataset) -> LabelledDataset:
         if self.per_class is None:

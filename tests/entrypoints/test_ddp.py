@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.cluster
+
 from tests.entrypoints.conftest import read_metrics, run_module
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]

@@ -33,6 +33,7 @@ def test_basic_multirun_makes_one_directory_per_override(tmp_path):
     assert "attack.eps=0.3" in overrides
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_the_same_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     run_module("advmed.train", ["-m", "hydra/launcher=local", "experiment=demo", *SWEEP, "attack.eps=0.0,0.3"], cwd=tmp_path)
@@ -67,6 +68,7 @@ def test_wandb_runs_offline_one_run_per_job_with_the_resolved_config(tmp_path):
         assert b'"inference_mode":false' in record_log  # the trainer node: the whole config is attached
 
 
+@pytest.mark.slow
 def test_training_set_size_sweep_is_aggregated_into_one_table(tmp_path):
     import csv
 
@@ -84,6 +86,7 @@ def test_training_set_size_sweep_is_aggregated_into_one_table(tmp_path):
     assert (sweep / "fig3d_success_vs_train_size.png").is_file()
 
 
+@pytest.mark.cluster
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare for a network namespace")
 def test_wandb_online_without_a_network_falls_back_to_offline_and_the_run_finishes(tmp_path):
     # A network namespace with no interfaces: every connection fails, as on a cluster node without internet.

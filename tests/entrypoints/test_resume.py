@@ -68,10 +68,12 @@ def _check_resume(args: list[str], tmp_path: Path) -> tuple[Path, Path]:
     return whole, killed
 
 
+@pytest.mark.cluster
 def test_a_killed_classifier_run_resumes_from_last_ckpt_to_the_same_metrics(tmp_path):
     _check_resume(CLASSIFIER, tmp_path)
 
 
+@pytest.mark.cluster
 def test_a_killed_gan_run_resumes_from_last_ckpt_to_the_same_weights_and_metrics(tmp_path):
     whole, killed = _check_resume(SRGAN, tmp_path)
     states = [torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for run in (whole, killed)]
