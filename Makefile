@@ -27,7 +27,7 @@ PAPER_LOCKSHIN_SCALE ?= cpu
 PAPER_LOCKSHIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-cluster test-full slurm-up slurm-down lint bench paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
+.PHONY: help install demo test test-cluster test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -73,6 +73,14 @@ bench: install ## speed comparisons against the peer libraries (experiments/benc
 	$(PY) experiments/benchmarks/srgan.py --device cpu --threads 1 --tile-size 40 --hr-size 32 --lr-size 16 --batch 8 --num-blocks 4 --channels 16 --critic-width 16 --iterations 8 --repeats 6
 	$(PY) experiments/benchmarks/advgan.py --device cpu --threads 1 --image-size 48 --batch 16 --iterations 8 --repeats 6
 	$(PY) experiments/benchmarks/data_pipeline.py --threads 1 --workers 0 --clock cpu
+	$(PY) experiments/benchmarks/classifier.py --device cpu --threads 1 --arch resnet34 --image-size 64 --batch 16 --steps 8 --repeats 4
+	$(PY) experiments/benchmarks/adversarial_training.py --device cpu --threads 1 --arch resnet34 --image-size 64 --batch 16 --steps 4 --repeats 3
+
+bench-gpu: install ## GPU training speed: ResNet50 img/s + MFU, classifier and adversarial-training ratios (needs CUDA)
+	$(PY) experiments/benchmarks/gpu_throughput.py
+	$(PY) experiments/benchmarks/gpu_throughput.py --compile
+	$(PY) experiments/benchmarks/classifier.py --device cuda --arch resnet50 --image-size 224 --batch 256 --steps 50 --bf16 --channels-last
+	$(PY) experiments/benchmarks/adversarial_training.py --device cuda --arch resnet34 --image-size 224 --batch 64 --steps 20 --bf16 --channels-last --adv-fraction 1.0 0.5
 
 paper-pgd-study: install ## PGD attack-success study (Fig. 3a-d) on synthetic histology; see experiments/pgd_study/README.md
 	$(PY) -m advmed.train experiment=pgd_study/synthetic hydra.run.dir=outputs/paper_pgd_study/train

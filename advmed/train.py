@@ -55,6 +55,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg)
     model.check_datamodule(datamodule)
     model.set_nonfinite_loss(cfg.get("nonfinite_loss", "stop"))
+    if cfg.get("compile"):
+        # In place: the forward is compiled and the state_dict keys stay as they are.
+        model.compile(**({} if cfg.compile is True else plain(cfg.compile)))
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir(cfg))
     trainer = build_trainer(cfg)
     try:

@@ -81,3 +81,41 @@ def test_config_names_match_the_code_they_build():
             assert module == f"advmed.{group}s.{option}" if group == "attack" else module == f"advmed.data.{option}", (
                 f"conf/{group}/{option}.yaml builds {target} from {module}"
             )
+
+
+@pytest.mark.parametrize("cuda, bf16, expected", [
+    (False, False, {"precision": "32-true", "deterministic": "warn", "benchmark": False, "channels_last": False}),
+    (True, True, {"precision": "bf16-mixed", "deterministic": False, "benchmark": True, "channels_last": True}),
+    (True, False, {"precision": "16-mixed", "deterministic": False, "benchmark": True, "channels_last": True}),
+])
+def test_speed_options_are_on_by_default_on_a_gpu_and_off_on_a_cpu(monkeypatch, cuda, bf16, expected):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    for model in ("resnet34", "resnet50", "unet"):
+        cfg = _compose("train", [f"model={model}"])
+        found = {key: cfg["trainer"][key] for key in ("precision", "deterministic", "benchmark")}
+        assert {**found, "channels_last": cfg["model"]["channels_last"]} == expected, model
+    # An explicit CPU run on a GPU machine keeps the CPU settings.
+    cfg = _compose("train", ["trainer=cpu"])
+    assert (cfg["trainer"]["precision"], cfg["model"]["channels_last"]) == ("32-true", False)
+
+
+def test_compile_takes_torch_compile_arguments(tmp_path, monkeypatch):
+    from advmed.models import ClassifierModule
+    from advmed.train import train
+    from tests.entrypoints.conftest import TINY, compose_config
+
+    compiled = []
+    original = ClassifierModule.compile
+
+    def spy(self, **kwargs):
+        compiled.append(kwargs)
+        original(self, **kwargs)
+        assert self._compiled_call_impl is not None  # self(x) now runs the compiled forward
+
+    monkeypatch.setattr(ClassifierModule, "compile", spy)
+    metrics = train(compose_config("train", ["experiment=demo", *TINY, "trainer.max_epochs=1", "test=false",
+                                             "compile={backend: eager}"], tmp_path))
+    assert compiled == [{"backend": "eager"}] and metrics["train/acc"] >= 0

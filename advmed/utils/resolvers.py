@@ -47,6 +47,26 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def if_gpu(accelerator: str, on_gpu, otherwise):
+    """``on_gpu`` when ``accelerator`` (``trainer.accelerator``) runs on a CUDA device, else
+    ``otherwise``: speed options (bf16, channels_last, cudnn benchmark) are on by default on a GPU
+    and off on a CPU, where they would cost time or determinism."""
+    import torch
+
+    gpu = str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and torch.cuda.is_available())
+    return on_gpu if gpu else otherwise
+
+
+def gpu_precision(accelerator: str) -> str:
+    """``bf16-mixed`` on a GPU that has bf16 (Ampere and later), ``16-mixed`` on an older one,
+    ``32-true`` on a CPU."""
+    import torch
+
+    if if_gpu(accelerator, True, False) is not True or not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("advmed.wandb_offline"):
         OmegaConf.register_new_resolver("advmed.wandb_offline", wandb_offline)
@@ -54,3 +74,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("advmed.job_dirname", job_dirname)
     if not OmegaConf.has_resolver("advmed.cuda_available"):
         OmegaConf.register_new_resolver("advmed.cuda_available", cuda_available)
+    if not OmegaConf.has_resolver("advmed.if_gpu"):
+        OmegaConf.register_new_resolver("advmed.if_gpu", if_gpu)
+    if not OmegaConf.has_resolver("advmed.gpu_precision"):
+        OmegaConf.register_new_resolver("advmed.gpu_precision", gpu_precision)
