@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.cluster
-
 from tests.entrypoints.conftest import read_metrics, run_module
+
+pytestmark = pytest.mark.cluster
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 # The whole test split (an even size, so DistributedSampler pads nothing) in both runs.
