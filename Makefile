@@ -27,7 +27,7 @@ PAPER_LOCKSHIN_SCALE ?= cpu
 PAPER_LOCKSHIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-cluster test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
+.PHONY: help install demo test test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -56,10 +56,13 @@ test-cluster: install ## multi-process tests: DDP ranks, kill and resume, W&B wi
 test-full: install ## every test, including those marked slow and cluster
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
-slurm-up: ## start a one-node SLURM on this machine for the slurm tests and a local try of the cluster path (root, Debian)
+test-slurm: install ## only the tests marked slurm, against the cluster of `make slurm-up` (skipped when it is down)
+	$(PY) -m pytest -m slurm tests/slurm $(PYTEST_ARGS)
+
+slurm-up: ## start a one-node SLURM on this machine (root, Debian 12): the cluster of the slurm tests; see docs/slurm.md
 	bash tests/slurm/cluster.sh up
 
-slurm-down: ## stop the test SLURM
+slurm-down: ## stop the SLURM of `make slurm-up`
 	bash tests/slurm/cluster.sh down
 
 lint: install ## ruff

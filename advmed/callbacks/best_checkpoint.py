@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -29,3 +30,14 @@ class BestCheckpoint(ModelCheckpoint):
             # What ModelCheckpoint's __init__ derives from the mode.
             self.kth_value = torch.tensor(float("inf") if mode == "min" else float("-inf"))
         super().setup(trainer, pl_module, stage)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        # A run that stops before its first validation (max_steps inside epoch 1, limit_val_batches=0
+        # with a monitored metric) would end with no best.ckpt, and everything downstream (testing,
+        # evaluate, the next pipeline stage) with it: keep the final weights under that name.
+        if not self.best_model_path and trainer.global_step > 0 and not trainer.sanity_checking:
+            path = self.format_checkpoint_name({})
+            rank_zero_warn(f"{self.monitor} was never computed (no validation ran): {path} holds the final weights")
+            self._save_checkpoint(trainer, path)
+            self.best_model_path = path

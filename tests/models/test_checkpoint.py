@@ -77,3 +77,21 @@ def test_an_adversarially_trained_classifier_reloads_without_its_training_attack
     assert restored.train_attack is None and restored.hparams.adv_fraction == 0.0
     for key, value in module.state_dict().items():
         assert torch.equal(value, restored.state_dict()[key]), key
+
+
+def test_a_run_that_never_validates_still_keeps_its_final_weights_as_best(tmp_path):
+    import lightning as L
+
+    from advmed.callbacks import BestCheckpoint
+    from tests.models.classifier_toy import data
+
+    module = ClassifierModule("resnet18", num_classes=9, image_size=16, scheduler=None)
+    best = BestCheckpoint(dirpath=str(tmp_path), filename="best", save_top_k=1)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, accelerator="cpu", logger=False, callbacks=[best],
+                        enable_progress_bar=False, enable_model_summary=False)
+    with pytest.warns(UserWarning, match="val/acc was never computed"):
+        trainer.fit(module, datamodule=data())
+    assert best.best_model_path == str(tmp_path / "best.ckpt")
+    restored = load_module(tmp_path / "best.ckpt")
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[key]), key
