@@ -16,6 +16,7 @@ SHARED_DATA = Path(os.environ.get("ADVMED_SHARED_DATA", REPO_ROOT.parent / "shar
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
+os.environ["ADVMED_PROGRESS"] = "lines"  # tests see the log mode, even under pytest -s in a terminal
 
 
 @pytest.fixture(autouse=True)

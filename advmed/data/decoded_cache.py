@@ -52,6 +52,7 @@ from filelock import FileLock, Timeout
 import advmed
 from advmed.data.readers import read_image
 from advmed.utils.files import file_sha256, write_text
+from advmed.utils.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ def _build(
     offset = array.offset
     del array  # the file now has its header and full (sparse) size; rows are written with pwrite
     try:
-        progress = _Progress(len(paths), str(path))
+        progress = ProgressReporter(f"decoded cache {path}", len(paths), unit="tiles", every_s=_PROGRESS_EVERY_S, logger=log)
         pending = _copy_unchanged(partial, offset, records, tile_shape, old, progress)
         jobs = [(row, str(paths[row])) for row in pending]
         chunks = [jobs[i : i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
@@ -269,7 +270,7 @@ def _build(
         else:
             for chunk in chunks:
                 progress.update(_decode_rows(str(partial), offset, tile_shape, chunk))
-        progress.update(0, force=True)
+        progress.close()
         with open(partial, "rb+") as file:
             os.fsync(file.fileno())
         digest = file_sha256(partial)
@@ -310,7 +311,7 @@ def _check_free_space(path: Path, needed: int) -> None:
 
 def _copy_unchanged(
     partial: Path, offset: int, records: list[Record], tile_shape: tuple[int, ...], old: DecodedCache | None,
-    progress: _Progress,
+    progress: ProgressReporter,
 ) -> list[int]:
     """Copy the rows of files unchanged since ``old`` was built; return the rows still to decode."""
     old_rows = {}
@@ -359,7 +360,7 @@ def _decode_rows(partial: str, offset: int, tile_shape: tuple[int, ...], jobs: l
 
 
 def _decode_in_pool(
-    partial: str, offset: int, tile_shape: tuple[int, ...], chunks: list, workers: int, progress: _Progress
+    partial: str, offset: int, tile_shape: tuple[int, ...], chunks: list, workers: int, progress: ProgressReporter
 ) -> None:
     # fork, where there is one: the workers run numpy / Pillow / tifffile only, never torch, so
     # they inherit the imports for free (spawn would re-import advmed in every worker).
@@ -373,26 +374,6 @@ def _decode_in_pool(
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
-
-
-class _Progress:
-    """Plain log lines (done / total, tiles/s, time left), at most every 30 s, as the dataset writers
-    log: the same in a terminal and a SLURM log (DESIGN contract 10)."""
-
-    def __init__(self, total: int, what: str) -> None:
-        self.total, self.what, self.done = total, what, 0
-        self.start = self.last = time.monotonic()
-
-    def update(self, n: int, force: bool = False) -> None:
-        self.done += n
-        now = time.monotonic()
-        if not force and now - self.last < _PROGRESS_EVERY_S:
-            return
-        self.last = now
-        rate = self.done / max(now - self.start, 1e-9)
-        left = f"~{(self.total - self.done) / rate:.0f} s left" if rate > 0 else "? left"
-        log.info("decoded cache %s: %d/%d tiles (%.1f %%), %.1f tiles/s, %s", self.what, self.done, self.total,
-                 100.0 * self.done / max(self.total, 1), rate, left)
 
 
 # --------------------------------------------------------------------------- command line

@@ -25,7 +25,6 @@ import logging
 import random
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +43,7 @@ from advmed.data.copy_layouts import (
     save_png,
 )
 from advmed.utils.files import file_sha256
+from advmed.utils.progress import ProgressReporter, check_every_s
 
 log = logging.getLogger(__name__)
 
@@ -119,31 +119,6 @@ def item_names(dataset: Dataset, split: str) -> list[str]:
 # --------------------------------------------------------------------------- the writer
 
 
-class Progress:
-    """Plain log lines (done / total, items/s, time left) at most every ``every_s`` seconds: the
-    same in a terminal and in a log file (no carriage-return frames, DESIGN contract 10)."""
-
-    def __init__(self, total: int, done: int, every_s: float, what: str = "items") -> None:
-        self.total, self.done, self.every_s, self.what = total, done, float(every_s), what
-        self.start = self.last = time.monotonic()
-        self.new = 0
-
-    def update(self, n: int, force: bool = False) -> None:
-        self.done += n
-        self.new += n
-        now = time.monotonic()
-        if not force and now - self.last < self.every_s:
-            return
-        self.last = now
-        rate = self.new / max(now - self.start, 1e-9)
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
-        log.info(
-            "%d/%d %s (%.1f %%), %.1f %s/s, ~%s left",
-            self.done, self.total, self.what, 100.0 * self.done / max(self.total, 1), rate, self.what,
-            "?" if left != left else f"{left:.0f} s",
-        )
-
-
 class DatasetWriter:
     """Write a dataset copy into ``root`` through ``layout``, resumably (see the module docstring).
 
@@ -155,7 +130,8 @@ class DatasetWriter:
         provenance: more JSON-able facts for run.json (paths, device, versions).
         overwrite: delete a folder holding another advmed run and start again. A non-empty folder
             without run.json is never deleted.
-        progress_every_s: seconds between progress lines.
+        progress_every_s: seconds between progress lines in a log (a terminal gets a bar instead;
+            ``ADVMED_PROGRESS=bar|lines|off`` forces one, :mod:`advmed.utils.progress`).
     """
 
     def __init__(
@@ -172,7 +148,7 @@ class DatasetWriter:
         self.identity = json_plain(dict(identity))
         self.provenance = json_plain(dict(provenance or {}))
         self.overwrite = bool(overwrite)
-        self.progress_every_s = float(progress_every_s)
+        self.progress_every_s = check_every_s(progress_every_s, "progress_every_s")
 
     # ------------------------------------------------------------------ the folder
 
@@ -285,19 +261,22 @@ class DatasetWriter:
         else:
             log.info("writing %d items in %d batch(es) to %s", n, len(pending), self.root)
 
-        progress = Progress(n, done, self.progress_every_s)
+        # A bar in a terminal, else plain lines on this module's logger (its name says who writes):
+        # "120/500 items (24.0 %), 35.2 items/s, ~11s left".
+        progress = ProgressReporter(None, n, unit="items", done=done, every_s=self.progress_every_s, logger=log)
         loader = DataLoader(dataset, batch_sampler=[batches[b] for b in pending], num_workers=num_workers)
-        for b, (x, y) in zip(pending, loader):
-            seed_batch(seed, b)
-            out = produce(x, y)
-            if not isinstance(out, Tensor) or out.shape != x.shape:
-                raise ValueError(f"the producer must return images shaped like x {tuple(x.shape)}, got "
-                                 f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
-            out, y = out.detach().cpu(), y.cpu()
-            for k, i in enumerate(batches[b]):
-                for role, image in self.layout.encode(out[k], y[k]).items():
-                    save_png(self.root / rows[i][role], image)
-            progress.update(len(batches[b]), force=b == pending[-1])
+        with progress:
+            for b, (x, y) in zip(pending, loader):
+                seed_batch(seed, b)
+                out = produce(x, y)
+                if not isinstance(out, Tensor) or out.shape != x.shape:
+                    raise ValueError(f"the producer must return images shaped like x {tuple(x.shape)}, got "
+                                     f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+                out, y = out.detach().cpu(), y.cpu()
+                for k, i in enumerate(batches[b]):
+                    for role, image in self.layout.encode(out[k], y[k]).items():
+                        save_png(self.root / rows[i][role], image)
+                progress.update(len(batches[b]), force=b == pending[-1])
 
         missing = [i for i in range(n) if not self._written(rows, [i])]
         if missing:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from advmed.metrics.fid import ClassConditionalFID
 from advmed.nets.stylegan2_layers import NOISE_MODES
+from advmed.utils.progress import ProgressReporter
 
 FID_FEATURES = ("inception", "classifier")
 REFERENCE_SPLITS = ("train", "val", "test")
@@ -147,7 +148,7 @@ def add_real_images(fid: ClassConditionalFID, batches: Iterable, max_images: int
     cap = None if max_images is None else max_images // world_size
     fed: list[Tensor] = []
     count = 0
-    with torch.no_grad(), _float32():
+    with torch.no_grad(), _float32(), ProgressReporter("fid real images", cap, unit="images") as progress:
         for index, (x, y) in enumerate(batches):
             if index % world_size != rank:
                 continue
@@ -157,6 +158,7 @@ def add_real_images(fid: ClassConditionalFID, batches: Iterable, max_images: int
                 fid.update(x.float(), torch.zeros_like(y) if pooled else y, real=True)
                 fed.append(y.cpu())
                 count += len(y)
+                progress.update(len(y))
             if cap is not None and count >= cap:
                 break
     return torch.cat(fed) if fed else torch.zeros(0, dtype=torch.long)
@@ -167,10 +169,11 @@ def add_generated_images(fid: ClassConditionalFID, sample: Callable[..., Tensor]
     """Feed ``sample(labels_chunk, generator=generator, noise_mode=noise_mode)`` images of ``labels`` into ``fid``, in
     chunks of ``batch_size`` (each chunk's latents are drawn from ``generator`` in turn, so a seed and a
     batch size fix the images)."""
-    with torch.no_grad(), _float32():
+    with torch.no_grad(), _float32(), ProgressReporter("fid generated images", len(labels), unit="images") as progress:
         for chunk in labels.split(batch_size):
             images = sample(chunk, generator=generator, noise_mode=noise_mode).float()
             fid.update(images, torch.zeros_like(chunk) if pooled else chunk, real=False)
+            progress.update(len(chunk))
 
 
 def balanced_labels(num_images: int, num_classes: int) -> Tensor:

@@ -47,6 +47,7 @@ from advmed.studies.pgd_study_figures import (
 from advmed.studies.tables import Table, write_csv
 from advmed.utils.files import write_json
 from advmed.utils.loggers import log_image, log_table
+from advmed.utils.progress import DEFAULT_EVERY_S, ProgressReporter
 
 # The paper's grid: 0.02 .. 0.20 in steps of 0.02 (fractions of the [0, 1] intensity range).
 DEFAULT_EPS = tuple(round(0.02 * i, 2) for i in range(1, 11))
@@ -192,15 +193,34 @@ def _device_of(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def _planned(loader: Iterable, max_images: int | None) -> tuple[int | None, int | None]:
+    """Images and batches the study will attack, as far as ``loader`` tells (None: unknown)."""
+    dataset, batch_size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+    try:
+        images = len(dataset) if dataset is not None else None
+        batches = len(loader)
+    except TypeError:  # an iterable dataset or a plain generator
+        images, batches = None, None
+    if max_images is not None:
+        images = max_images if images is None else min(images, max_images)
+        batches = math.ceil(images / batch_size) if batch_size else None
+    return images, batches
+
+
 def attack_records(
     model: nn.Module,
     loader: Iterable,
     settings: StudySettings,
     device: torch.device | str | None = None,
+    *,
+    progress_every_s: float = DEFAULT_EVERY_S,
 ) -> StudyRecords:
     """Run one traced PGD-``max_iter`` per eps on every batch of ``loader`` (``(x, y)``, x in [0, 1]).
 
     ``device``: where to attack (the model is moved there); None: the model's own device.
+    Progress (:class:`~advmed.utils.progress.ProgressReporter`): a bar in a terminal, else a line
+    at most every ``progress_every_s`` seconds: images done / total, images/s, time left, the
+    batch and the eps being run.
     """
     device = torch.device(device) if device is not None else _device_of(model)
     model.to(device)
@@ -211,20 +231,28 @@ def attack_records(
     ]
     labels, clean_pred, clean_confidence, fooled = [], [], [], []
     seen = 0
-    for x, y in loader:
-        if settings.max_images is not None:
-            x, y = x[: settings.max_images - seen], y[: settings.max_images - seen]
-        x, y = x.to(device), y.to(device)
-        traces = [attack(model, x, y)[1] for attack in attacks]
-        # The clean input does not depend on eps: every trace holds the same clean prediction.
-        clean = traces[0]
-        labels.append(y.cpu())
-        clean_pred.append(clean.clean_pred.cpu())
-        clean_confidence.append(clean.clean_confidence.float().cpu())
-        fooled.append(torch.stack([attack_success_mask(clean.clean_pred, t.pred, y)[1] for t in traces]).cpu())
-        seen += len(y)
-        if settings.max_images is not None and seen >= settings.max_images:
-            break
+    total_images, total_batches = _planned(loader, settings.max_images)
+    progress = ProgressReporter("pgd study", total_images, unit="images", every_s=progress_every_s)
+    with progress:
+        for b, (x, y) in enumerate(loader):
+            if settings.max_images is not None:
+                x, y = x[: settings.max_images - seen], y[: settings.max_images - seen]
+            x, y = x.to(device), y.to(device)
+            traces = []
+            for eps, attack in zip(settings.eps, attacks):
+                # One PGD run per eps: minutes per batch on a CPU, so progress moves by eps, not by batch.
+                progress.update(0, batch=f"{b + 1}/{total_batches or '?'}", eps=eps)
+                traces.append(attack(model, x, y)[1])
+                progress.update(len(y) / len(attacks))
+            # The clean input does not depend on eps: every trace holds the same clean prediction.
+            clean = traces[0]
+            labels.append(y.cpu())
+            clean_pred.append(clean.clean_pred.cpu())
+            clean_confidence.append(clean.clean_confidence.float().cpu())
+            fooled.append(torch.stack([attack_success_mask(clean.clean_pred, t.pred, y)[1] for t in traces]).cpu())
+            seen += len(y)
+            if settings.max_images is not None and seen >= settings.max_images:
+                break
     if seen == 0:
         raise ValueError("the test dataloader yielded no images: check the data config and its test split")
     return StudyRecords(
