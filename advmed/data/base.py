@@ -253,6 +253,7 @@ class SplitDataModule(L.LightningDataModule):
         return self._loader(
             dataset,
             sampler=EpochRandomSampler(dataset, self.seed),
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds
             # A last batch of one sample breaks BatchNorm in training; drop only that case.
             drop_last=len(dataset) > self.batch_size and len(dataset) % self.batch_size == 1,
         )
@@ -275,21 +276,31 @@ class SplitDataModule(L.LightningDataModule):
 
 
 class EpochRandomSampler(RandomSampler):
-    """A shuffle that is a function of ``(seed, epoch)`` alone.
+    """A shuffle that is a function of ``(seed, epoch)`` alone, giving the orders of earlier advmed
+    versions (a loader whose generator was seeded once with ``seed``).
 
     Lightning calls ``set_epoch`` before every epoch, so a run resumed from a checkpoint at epoch
-    ``e`` draws the order the uninterrupted run drew, whereas a generator seeded once when the
-    loader is built would restart at epoch 0's order. A ``RandomSampler`` still, so that under
-    DDP Lightning swaps it for its (equally epoch-seeded) ``DistributedSampler``.
+    ``e`` draws the order the uninterrupted run drew; a generator seeded once would restart at
+    epoch 0's order. Epoch ``e``'s order replays what the once-seeded generator drew before it (per
+    epoch, the loader iterator's base seed and one permutation), so runs keep the data orders, and
+    the figures in the experiments' READMEs stay reproducible. A ``RandomSampler`` still, so that
+    under DDP Lightning swaps it for its (equally epoch-seeded) ``DistributedSampler``.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
-        super().__init__(dataset, generator=torch.Generator())
-        self.seed = int(seed)
-        self.set_epoch(0)
+        super().__init__(dataset)
+        self.seed, self.epoch = int(seed), 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed + int(epoch))
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        n = len(self.data_source)
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.epoch + 1):  # microseconds per replayed epoch, even for 100k items
+            torch.empty((), dtype=torch.int64).random_(generator=generator)  # that epoch's iterator seed
+            order = torch.randperm(n, generator=generator)
+        yield from order.tolist()
 
 
 class ConcatLabelledDataset(ConcatDataset):

@@ -6,8 +6,6 @@ and flags it cannot run are refused. No timed assertions: speed is the benchmark
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 import sys
 from types import ModuleType
@@ -17,9 +15,9 @@ import torch
 from omegaconf import OmegaConf
 
 from advmed.attacks import FGSM, PGD
-from tests.conftest import CONFIG_DIR, REPO_ROOT
+from tests.benchmarks.conftest import benchmark_scripts
+from tests.conftest import CONFIG_DIR
 
-BENCH_DIR = REPO_ROOT / "experiments" / "benchmarks"
 SIZE, BATCH = 16, 2
 TINY = ["--device", "cpu", "--threads", "1", "--arch", "resnet34", "--image-size", str(SIZE), "--batch", str(BATCH),
         "--batches", "2", "--steps", "1", "--repeats", "1", "--warmup-steps", "0", "--clock", "cpu"]
@@ -27,23 +25,8 @@ TINY = ["--device", "cpu", "--threads", "1", "--arch", "resnet34", "--image-size
 
 @pytest.fixture(scope="module")
 def bench() -> dict[str, ModuleType]:
-    """The script as a module (its neighbours classifier.py, gpu_throughput.py and gan_rounds.py
-    imported by name, as when run from its folder); one torch thread while the tests run, the
-    caller's count and the wall clock restored after."""
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(BENCH_DIR))
-    torch.set_num_threads(1)
-    try:
-        spec = importlib.util.spec_from_file_location("bench_adversarial_training",
-                                                      BENCH_DIR / "adversarial_training.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield {"gan_rounds": importlib.import_module("gan_rounds"), "adv": module}
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        torch.set_num_threads(threads)
-        sys.modules["gan_rounds"].use_clock("wall", torch.device("cpu"))
+    with benchmark_scripts("adversarial_training") as scripts:
+        yield {"gan_rounds": scripts["gan_rounds"], "adv": scripts["adversarial_training"]}
 
 
 def test_benchmark_prints_costs_against_the_clean_step(bench, capsys):

@@ -6,19 +6,16 @@ timed assertions: speed is the benchmark's report, not a test."""
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import math
-import sys
 from types import ModuleType
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import CONFIG_DIR, REPO_ROOT
+from tests.benchmarks.conftest import benchmark_scripts
+from tests.conftest import CONFIG_DIR
 
-BENCH_DIR = REPO_ROOT / "experiments" / "benchmarks"
 # 16 px tiles, a ResNet18 target, the narrowest networks that still have every layer type.
 TINY = ["--device", "cpu", "--threads", "1", "--image-size", "16", "--batch", "2", "--classifier-arch", "resnet18",
         "--base-width", "4", "--residual-blocks", "1", "--critic-width", "4", "--critic-depth", "2", "--batches", "2",
@@ -28,22 +25,8 @@ TERMS = {"d_real", "d_fake", "g_nce", "g_gan", "g_threshold"}
 
 @pytest.fixture(scope="module")
 def bench() -> dict[str, ModuleType]:
-    """The script as a module (under a prefixed name, registered before it runs, as dataclasses
-    need) and its neighbour gan_rounds.py, which it imports by name as when run from its folder; one
-    torch thread while the tests run, the caller's count and the wall clock restored after."""
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(BENCH_DIR))
-    torch.set_num_threads(1)
-    try:
-        spec = importlib.util.spec_from_file_location("bench_advgan", BENCH_DIR / "advgan.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield {"gan_rounds": importlib.import_module("gan_rounds"), "advgan": module}
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        torch.set_num_threads(threads)
-        sys.modules["gan_rounds"].use_clock("wall", torch.device("cpu"))
+    with benchmark_scripts("advgan") as scripts:
+        yield scripts
 
 
 def _tiny(bench, *extra: str):

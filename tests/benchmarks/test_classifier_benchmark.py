@@ -6,18 +6,15 @@ the benchmark's report, not a test."""
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import math
-import sys
 from types import ModuleType
 
 import pytest
 import torch
 
-from tests.conftest import CONFIG_DIR, REPO_ROOT
+from tests.benchmarks.conftest import benchmark_scripts
+from tests.conftest import CONFIG_DIR
 
-BENCH_DIR = REPO_ROOT / "experiments" / "benchmarks"
 # ResNet34 (the smallest arch the benchmark offers) on 16 px tiles: seconds on a CPU.
 TINY = ["--device", "cpu", "--threads", "1", "--arch", "resnet34", "--image-size", "16", "--batch", "2",
         "--batches", "2", "--repeats", "1", "--warmup-steps", "0"]
@@ -25,22 +22,8 @@ TINY = ["--device", "cpu", "--threads", "1", "--arch", "resnet34", "--image-size
 
 @pytest.fixture(scope="module")
 def bench() -> dict[str, ModuleType]:
-    """The script as a module (under a prefixed name, registered before it runs) and its neighbour
-    gan_rounds.py, which it imports by name as when run from its folder; one torch thread while the
-    tests run, the caller's count and the wall clock restored after."""
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(BENCH_DIR))
-    torch.set_num_threads(1)
-    try:
-        spec = importlib.util.spec_from_file_location("bench_classifier", BENCH_DIR / "classifier.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield {"gan_rounds": importlib.import_module("gan_rounds"), "classifier": module}
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        torch.set_num_threads(threads)
-        sys.modules["gan_rounds"].use_clock("wall", torch.device("cpu"))
+    with benchmark_scripts("classifier") as scripts:
+        yield scripts
 
 
 def test_classifier_benchmark_trains_the_same_network(bench, capsys):

@@ -4,38 +4,21 @@ positive, and its agreement check can fail. No timed assertions: speed is the be
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 import tifffile
-import torch
 
-from tests.conftest import REPO_ROOT
-
-BENCH_DIR = REPO_ROOT / "experiments" / "benchmarks"
+from tests.benchmarks.conftest import benchmark_scripts
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    """The script as a module; it imports its neighbour timing.py by name, as when run from its
-    folder. One torch thread while it runs, the caller's count restored after."""
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(BENCH_DIR))
-    torch.set_num_threads(1)
-    try:
-        spec = importlib.util.spec_from_file_location("bench_data_pipeline", BENCH_DIR / "data_pipeline.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        torch.set_num_threads(threads)
+    with benchmark_scripts("data_pipeline") as scripts:
+        yield scripts["data_pipeline"]
 
 
 def test_smoke_run_reports_identical_batches_and_finite_figures(bench, tmp_path, capsys):

@@ -4,17 +4,14 @@ from the same weights. No timed assertions: speed is the benchmarks' report, not
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from types import ModuleType
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.benchmarks.conftest import benchmark_scripts
 
-BENCH_DIR = REPO_ROOT / "experiments" / "benchmarks"
 STYLEGAN2_TINY = ["--device", "cpu", "--threads", "1", "--image-size", "16", "--batch", "4", "--channel-base", "64", "--channel-max", "16",
                   "--z-dim", "8", "--mapping-layers", "2", "--batches", "2", "--repeats", "1", "--warmup-iterations", "0"]
 SRGAN_TINY = ["--device", "cpu", "--threads", "1", "--tile-size", "40", "--hr-size", "32", "--lr-size", "16", "--batch", "2",
@@ -22,32 +19,10 @@ SRGAN_TINY = ["--device", "cpu", "--threads", "1", "--tile-size", "40", "--hr-si
               "--repeats", "1", "--warmup-iterations", "0"]
 
 
-def _load_script(name: str) -> ModuleType:
-    # Under a prefixed name, so that the scripts never stand in for another "stylegan2" or "srgan";
-    # registered before it runs, as dataclasses need.
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def bench() -> dict[str, ModuleType]:
-    """The benchmark scripts as modules. They import their neighbours timing.py and gan_rounds.py
-    by name, as when run from their folder, so that folder is on sys.path while the tests run. One
-    torch thread, as the tiny settings pass with --threads 1 (several threads on a busy machine
-    spend more time waiting for each other than computing); the caller's count is restored."""
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(BENCH_DIR))
-    torch.set_num_threads(1)
-    try:
-        yield {"gan_rounds": importlib.import_module("gan_rounds"), "stylegan2": _load_script("stylegan2"),
-               "srgan": _load_script("srgan")}
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        torch.set_num_threads(threads)
-        sys.modules["gan_rounds"].use_clock("wall", torch.device("cpu"))
+    with benchmark_scripts("stylegan2", "srgan") as scripts:
+        yield scripts
 
 
 def _check_figures(figures: dict, iterations: int) -> None:

@@ -4,8 +4,6 @@ included), its peak-FLOP table and override behave, and its timed Trainer window
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import ModuleType
 
 import pytest
@@ -14,9 +12,8 @@ from torch import nn
 
 from advmed.attacks import FGSM
 from advmed.models.classifier import ClassifierModule
-from tests.conftest import REPO_ROOT
+from tests.benchmarks.conftest import benchmark_scripts
 
-BENCH_DIR = REPO_ROOT / "experiments" / "benchmarks"
 N, C, S, K, WIDTH = 2, 3, 8, 5, 4  # the tiny network: 3x3 conv C -> WIDTH (no bias) on S x S, linear -> K
 CONV = 2 * N * WIDTH * S * S * C * 3 * 3  # multiply-adds x 2 of the convolution's forward = 27,648
 LINEAR = 2 * N * (WIDTH * S * S) * K  # ... of the linear layer's forward = 5,120
@@ -24,20 +21,8 @@ LINEAR = 2 * N * (WIDTH * S * S) * K  # ... of the linear layer's forward = 5,12
 
 @pytest.fixture(scope="module")
 def gpu() -> ModuleType:
-    """The script as a module (its neighbours classifier.py and gan_rounds.py imported by name, as
-    when run from its folder); one torch thread while the tests run."""
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(BENCH_DIR))
-    torch.set_num_threads(1)
-    try:
-        spec = importlib.util.spec_from_file_location("bench_gpu_throughput", BENCH_DIR / "gpu_throughput.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        torch.set_num_threads(threads)
+    with benchmark_scripts("gpu_throughput") as scripts:
+        yield scripts["gpu_throughput"]
 
 
 def _tiny_classifier(**kwargs) -> ClassifierModule:

@@ -142,3 +142,20 @@ def test_augmentation_applies_in_training_only():
     assert all(_contains(raw["train"], x.flip(-1)) and not _contains(raw["train"], x) for x in train_images)
     for split in ("val", "test"):  # sanity check, validation and test batches arrive untouched
         assert model.seen[split] and all(_contains(raw[split], x) for x in torch.cat(model.seen[split]))
+
+
+def test_the_training_shuffle_is_a_function_of_seed_and_epoch_with_the_orders_of_a_once_seeded_loader():
+    from torch.utils.data import DataLoader
+
+    from advmed.data.base import EpochRandomSampler
+
+    items = list(range(50))
+    # What a loader seeded once drew, epoch after epoch (Lightning stops at len(loader): no tail draw).
+    once_seeded = DataLoader(items, batch_size=50, shuffle=True, generator=torch.Generator().manual_seed(7))
+    expected = [next(iter(once_seeded)).tolist() for _ in range(4)]
+    assert len({tuple(order) for order in expected}) == 4
+
+    for epoch in (3, 0, 2, 1):  # any order of epochs: a resumed run starts anywhere
+        sampler = EpochRandomSampler(items, seed=7)
+        sampler.set_epoch(epoch)
+        assert list(sampler) == expected[epoch] == list(sampler)  # and again: iterating draws nothing
