@@ -54,6 +54,7 @@ def test_slurm_launcher_config_composes():
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min == 240
 
 
+@pytest.mark.cluster
 def test_wandb_runs_offline_one_run_per_job_with_the_resolved_config(tmp_path):
     run_module("advmed.train", ["-m", "experiment=demo", *SWEEP, "logger=wandb", "attack.eps=0.0,0.3"], cwd=tmp_path)
     jobs = _job_dirs(tmp_path)
