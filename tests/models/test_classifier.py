@@ -72,3 +72,24 @@ def test_hyperparameters_are_plain_values_for_safe_loading():
 def test_class_names_must_match_num_classes():
     with pytest.raises(ValueError, match="2 class_names given for num_classes=3"):
         _module(class_names=["a", "b"])
+
+
+def test_adversarial_training_under_bf16_autocast_keeps_float32_images_and_batch_norm_statistics():
+    checks = {}
+
+    class Checked(FGSM):
+        def __call__(self, model, x, y, **kwargs):
+            before = [b.clone() for b in model.buffers()]
+            x_adv = super().__call__(model, x, y, **kwargs)
+            checks["buffers_untouched"] = all(torch.equal(a, b) for a, b in zip(before, model.buffers()))
+            checks["dtype"] = x_adv.dtype
+            checks["step"] = (x_adv - x).abs().max().item()
+            return x_adv
+
+    module = _module(adv_fraction=1.0, train_attack=Checked(eps=0.05))
+    module.train()
+    x = torch.rand(4, 3, 32, 32) * 0.8 + 0.1  # away from the clamp, so every pixel moves by eps
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what trainer precision=bf16-mixed wraps a step in
+        loss = module.training_step((x, torch.tensor([0, 1, 2, 0])), 0)
+    assert checks == {"buffers_untouched": True, "dtype": torch.float32, "step": pytest.approx(0.05, abs=1e-6)}
+    assert loss.requires_grad and module.training
