@@ -74,6 +74,7 @@ def test_rerunning_the_same_command_skips_every_finished_stage(smoke_run, capsys
         assert {row["status"] for row in csv.DictReader(f)} == {"skipped"}
 
 
+@pytest.mark.cluster  # a SIGKILLed subprocess pipeline and its rerun: with the other kill-and-resume tests
 def test_a_kill_during_the_adversarial_copy_is_finished_by_the_same_command(smoke_run, tmp_path):
     """SIGKILL the pipeline (and its stage) while the adversarial copy is half written, rerun the same
     command: the copy is complete, with no duplicate or truncated file, byte-identical to an uninterrupted one."""
