@@ -20,8 +20,12 @@ _LEGACY_CLASSIFIER_KEYS = {"arch", "num_classes", "in_channels"}
 _LEGACY_CLASSIFIER = "advmed.models.classifier.ClassifierModule"
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """torch.load a Lightning checkpoint with ``weights_only=True``; clear errors for bad files."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """torch.load a Lightning checkpoint with ``weights_only=True``; clear errors for bad files.
+
+    ``mmap``: map the tensors instead of reading them (a check of a file that Lightning loads
+    again right after costs its index and metadata, not its gigabytes).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
@@ -29,7 +33,7 @@ def read_checkpoint(path: str | Path) -> dict:
             "(python -m advmed.train prints the path of the best checkpoint when it finishes)"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as err:
         raise ValueError(unreadable_checkpoint_message(path, err)) from err
 

@@ -36,8 +36,8 @@ def slurm_restart_count() -> int:
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
     """The checkpoint file ``trainer.fit`` should resume from, or None for a fresh start.
 
-    An existing file is read once here, so a truncated or corrupt checkpoint fails before any
-    training with a message naming it.
+    An existing file is opened here (memory-mapped: Lightning reads it right after), so a truncated
+    or corrupt checkpoint fails before any training with a message naming it.
     """
     if ckpt_path is None and slurm_restart_count() > 0:
         ckpt_path = LAST
@@ -54,6 +54,6 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     else:
         path = Path(str(ckpt_path)).expanduser()
         reason = f"ckpt_path={ckpt_path}"
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, mmap=True)
     log.info("resuming from %s (epoch %s, step %s; %s)", path, state.get("epoch"), state.get("global_step"), reason)
     return str(path)
