@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= outputs/demo
 PYTEST_ARGS ?=
+# `make test` runs on every core: one pytest-xdist worker per core, each with its share of torch threads,
+# a test module per worker at a time (its module fixtures are built once), the long modules first
+# (tests/conftest.py: LONG_MODULES; xdist's own reordering, by test count, is off).
+PYTEST_PARALLEL ?= -n auto --dist loadscope --no-loadscope-reorder
 PAPER_SNAP_DIR ?= outputs/paper_snap
 PAPER_SNAP_AREAS ?= 0.02,0.05,0.1
 PAPER_SNAP_ARGS ?=
@@ -27,7 +31,7 @@ PAPER_LOCKSHIN_SCALE ?= cpu
 PAPER_LOCKSHIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
+.PHONY: help install demo test test-fast test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -47,10 +51,13 @@ demo: install ## train ResNet34 on synthetic histology, attack it with FGSM and 
 	$(PY) -m advmed.evaluate ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt attack=pgd hydra.run.dir=$(DEMO_DIR)/evaluate_pgd
 	@$(PY) -m advmed.studies.robustness_report $(DEMO_DIR)/evaluate_fgsm $(DEMO_DIR)/evaluate_pgd
 
-test: install ## fast CPU test suite (what CI runs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install ## the CPU test suite, in parallel (what CI runs; < 10 min on 2 cores)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
-test-cluster: install ## multi-process tests: DDP ranks, kill and resume, W&B without a network, SLURM jobs (`make slurm-up` first; CI runs it after `test`)
+test-fast: install ## unit tests only, for the inner loop (no end-to-end runs; < 2 min on 2 cores)
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow and not cluster and not e2e" $(PYTEST_ARGS)
+
+test-cluster: install ## multi-process tests, one at a time (they time kills and start ranks of their own): DDP ranks, kill and resume, W&B without a network, SLURM jobs (`make slurm-up` first; CI runs it after `test`)
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
 
 test-full: install ## every test, including those marked slow and cluster

@@ -30,10 +30,12 @@ from advmed.data.writers import DatasetWriter, code_version, item_names, verify_
 from advmed.models import load_module
 from advmed.utils.files import file_sha256
 from advmed.utils.job_status import record_job_status
+from advmed.utils.library_noise import quiet_library_noise
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import check_required, plain, seed_run
 
 register_resolvers()
+quiet_library_noise()
 
 # Data settings that change how the data is loaded or trained on, never the bytes of a copy of a
 # full split: a run resumed with other values is the same run.

@@ -14,6 +14,7 @@ from advmed.attacks import build_attack
 from advmed.models import load_module
 from advmed.studies.robustness_report import write_report
 from advmed.utils.job_status import record_job_status
+from advmed.utils.library_noise import quiet_library_noise
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import (
     build_trainer,
@@ -27,6 +28,7 @@ from advmed.utils.run import (
 )
 
 register_resolvers()
+quiet_library_noise()
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

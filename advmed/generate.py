@@ -47,10 +47,12 @@ from advmed.nets.srgan_pairs import KERNELS, resize
 from advmed.nets.stylegan2_layers import NOISE_MODES
 from advmed.utils.files import file_sha256
 from advmed.utils.job_status import record_job_status
+from advmed.utils.library_noise import quiet_library_noise
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import check_required, plain, seed_run
 
 register_resolvers()
+quiet_library_noise()
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from advmed.models import ClassifierModule, load_module
-from advmed.studies.pgd_study import StudySettings, run_pgd_study
+from advmed.studies.pgd_study import run_pgd_study
+from advmed.studies.pgd_study_settings import StudySettings
 from advmed.utils.job_status import record_job_status
+from advmed.utils.library_noise import quiet_library_noise
 from advmed.utils.loggers import markdown_table
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.run import build_trainer, finish_loggers, output_dir, seed_run
 
 register_resolvers()
+quiet_library_noise()
 
 __all__ = ["run_pgd_study", "study"]
 

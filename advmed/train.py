@@ -19,6 +19,7 @@ from advmed.attacks import build_attack
 from advmed.studies.robustness_report import write_report
 from advmed.utils.files import write_json
 from advmed.utils.job_status import record_job_status
+from advmed.utils.library_noise import quiet_library_noise
 from advmed.utils.resolvers import register_resolvers
 from advmed.utils.resume import resolve_ckpt_path
 from advmed.utils.run import (
@@ -33,6 +34,7 @@ from advmed.utils.run import (
 )
 
 register_resolvers()
+quiet_library_noise()
 
 
 def build_model(cfg: DictConfig):

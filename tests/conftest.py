@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.shared_artifacts import build_once, cached_in_worker
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "conf"
 SHARED_DATA = Path(os.environ.get("ADVMED_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -17,6 +19,22 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
 os.environ["ADVMED_PROGRESS"] = "lines"  # tests see the log mode, even under pytest -s in a terminal
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (``make test``), give each worker its share of the cores: torch's intra-op
+    threads here, and OMP / MKL threads for the interpreters the tests start, so that N workers
+    run N x (cores / N) threads instead of fighting with N x cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not workers:
+        return
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    torch.set_num_threads(threads)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+
+
+_share_the_cores_between_workers()
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +51,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# Test modules that hold an end-to-end run of a minute or more (a paper's smoke pipeline, a sweep of
+# interpreters): scheduled first, so that under pytest-xdist (`make test`, --dist loadscope: one module
+# per worker at a time, in this order: --no-loadscope-reorder) no worker starts one while the others
+# have run out of work.
+LONG_MODULES = (
+    "tests/entrypoints/test_lockshin_pipeline.py",
+    "tests/entrypoints/test_lockshin_stylegan2.py",
+    "tests/entrypoints/test_multirun.py",
+    "tests/entrypoints/test_chen.py",
+    "tests/entrypoints/test_pervin.py",
+    "tests/entrypoints/test_snap.py",
+    "tests/entrypoints/test_resume.py",
+    "tests/studies/test_pgd_study.py",
+)
+# Unit tests: what `make test-fast` runs (the inner loop). The rest (end-to-end runs of the entry
+# points, the benchmarks' own checks) is marked `e2e` here, by folder.
+E2E_FOLDERS = ("tests/entrypoints/", "tests/benchmarks/", "tests/slurm/")
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(E2E_FOLDERS):
+            item.add_marker(pytest.mark.e2e)
+    rank = {module: i for i, module in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
@@ -47,12 +89,12 @@ def toy_unet_ckpt(tmp_path_factory) -> Path:
     """best.ckpt of a tiny U-Net trained on the toy segmentation data (tests/models/segmentation_toy.py)."""
     from tests.models.deformation_toy import train_unet
 
-    return train_unet(tmp_path_factory.mktemp("toy_unet"))
+    return build_once(tmp_path_factory, "toy_unet", train_unet)
 
 
 @pytest.fixture(scope="session")
 def toy_attacker(tmp_path_factory, toy_unet_ckpt):
-    """A D+V deformation attacker trained against ``toy_unet_ckpt``: (module, trainer, best.ckpt)."""
+    """A D+V deformation attacker trained against ``toy_unet_ckpt``: (module, metrics, best.ckpt)."""
     from tests.models.deformation_toy import train_attacker
 
-    return train_attacker(tmp_path_factory.mktemp("toy_attacker"), toy_unet_ckpt, xi=3.0)
+    return cached_in_worker(tmp_path_factory, "toy_attacker", lambda root: train_attacker(root, toy_unet_ckpt, xi=3.0))

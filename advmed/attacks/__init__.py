@@ -21,14 +21,14 @@ from hydra.utils import instantiate
 # `X as X`: Attack, AttackResult, IterativeAttack and AttackTrace are public but stay out of __all__ (attack classes only).
 from advmed.attacks.advgan import AdvGANAttack as AdvGANAttack
 from advmed.attacks.base import Attack as Attack
-from advmed.attacks.base import AttackResult as AttackResult
-from advmed.attacks.base import IterativeAttack as IterativeAttack
 from advmed.attacks.bim import BIM
 from advmed.attacks.deformation import DeformationAttack as DeformationAttack
 from advmed.attacks.fgsm import FGSM
 from advmed.attacks.inverse_fgsm import InverseFGSM
+from advmed.attacks.iterative import IterativeAttack as IterativeAttack
 from advmed.attacks.pgd import PGD
 from advmed.attacks.pgd_l2 import PGDL2
+from advmed.attacks.result import AttackResult as AttackResult
 from advmed.attacks.snap import SNAP
 from advmed.attacks.trace import AttackTrace as AttackTrace
 

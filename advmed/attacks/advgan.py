@@ -10,9 +10,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from advmed.attacks.base import Attack, AttackBatch, AttackResult
-from advmed.models.checkpoint import load_generator
+from advmed.attacks.base import Attack
+from advmed.attacks.batch import AttackBatch
+from advmed.attacks.result import AttackResult
 from advmed.nets.advgan import AdvGANGenerator, apply_perturbation
+from advmed.utils.checkpoint_file import load_generator
 
 ADVGAN_CLASS = "advmed.models.advgan.AdvGANModule"
 GENERATOR_KEYS = ("in_channels", "base_width", "depth", "residual_blocks", "max_perturbation", "upsampling")

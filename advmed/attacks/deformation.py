@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from advmed.attacks.base import Attack, AttackBatch, AttackResult
-from advmed.models.checkpoint import load_generator
+from advmed.attacks.base import Attack
+from advmed.attacks.batch import AttackBatch
+from advmed.attacks.result import AttackResult
 from advmed.nets.deformation import COMPONENTS, DeformationGenerator
+from advmed.utils.checkpoint_file import load_generator
 
 ATTACKER_CLASS = "advmed.models.deformation.DeformationAttackerModule"
 GENERATOR_KEYS = ("in_channels", "base_width", "depth", "latent_channels", "components")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from advmed.attacks.base import Attack, AttackBatch, AttackResult
+from advmed.attacks.base import Attack
+from advmed.attacks.batch import AttackBatch
+from advmed.attacks.result import AttackResult
 
 
 class FGSM(Attack):

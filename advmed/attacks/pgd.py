@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from advmed.attacks.base import IterativeAttack
+from advmed.attacks.iterative import IterativeAttack
 from advmed.attacks.validation import check_seed
 
 

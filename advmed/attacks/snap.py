@@ -11,8 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from advmed.attacks.base import Attack, AttackBatch, AttackResult
+from advmed.attacks.base import Attack
+from advmed.attacks.batch import AttackBatch
 from advmed.attacks.cell_masks import PLACEMENTS, cell_masks, nucleus_density
+from advmed.attacks.result import AttackResult
 from advmed.attacks.validation import as_float, check_seed, check_steps
 from advmed.utils.colour_deconvolution import BACKENDS
 from advmed.utils.files import atomic_write

@@ -7,7 +7,8 @@ from pathlib import Path
 import lightning as L
 
 from advmed.models.checkpoint import load_module
-from advmed.studies.pgd_study import StudySettings, run_pgd_study
+from advmed.studies.pgd_study import run_pgd_study
+from advmed.studies.pgd_study_settings import StudySettings
 
 
 class PGDStudyCallback(L.Callback):

@@ -1,14 +1,29 @@
-"""LightningDataModules of advmed: one per dataset, plus the procedural defaults."""
+"""LightningDataModules of advmed: one per dataset, grouped by family, plus the procedural defaults.
+
+Where to look:
+
+- ``ct/``: abdominal CT slices for segmentation: the real-data module (:mod:`.ct.ct_slices`: NIfTI,
+  DICOM, ``.npz`` and PNG pairs, SA-Med2D), its readers, volume sources, label presets and HU window,
+  and the synthetic phantom (:mod:`.ct.synthetic_ct`).
+- ``histology/``: NCT-CRC-HE-100K (:mod:`.histology.nct_crc_he`) and synthetic histology.
+- ``lymph_node/``: PCam, Kaggle's Histopathologic Cancer Detection (HCD) and synthetic lymph nodes.
+- :mod:`.medmnist`: the MedMNIST ``.npz`` files (any modality).
+- Shared by every family: :mod:`.base` (splits, loaders, classification base), :mod:`.segmentation`
+  and :mod:`.segmentation_datasets` (segmentation base and its datasets), :mod:`.png_pairs` (the 2D
+  image / mask layout that attacked segmentation copies use too), :mod:`.procedural` (base of the
+  synthetic sets), :mod:`.tissue_rendering` (their rendering toolkit), :mod:`.readers`,
+  :mod:`.writers`, :mod:`.decoded_cache`, :mod:`.copy_layouts`, :mod:`.augmentation`.
+"""
 
 from advmed.data.base import ClassificationDataModule
-from advmed.data.ct_slices import CTSliceDataModule
-from advmed.data.hcd import HCDDataModule
+from advmed.data.ct.ct_slices import CTSliceDataModule
+from advmed.data.ct.synthetic_ct import SyntheticCTDataModule
+from advmed.data.histology.nct_crc_he import NCTCRCHEDataModule
+from advmed.data.histology.synthetic_histology import SyntheticHistologyDataModule
+from advmed.data.lymph_node.hcd import HCDDataModule
+from advmed.data.lymph_node.pcam import PCamDataModule
+from advmed.data.lymph_node.synthetic_lymph_node import SyntheticLymphNodeDataModule
 from advmed.data.medmnist import MedMNISTDataModule
-from advmed.data.nct_crc_he import NCTCRCHEDataModule
-from advmed.data.pcam import PCamDataModule
-from advmed.data.synthetic_ct import SyntheticCTDataModule
-from advmed.data.synthetic_histology import SyntheticHistologyDataModule
-from advmed.data.synthetic_lymph_node import SyntheticLymphNodeDataModule
 
 __all__ = [
     "CTSliceDataModule",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -170,7 +170,12 @@ class SplitDataModule(L.LightningDataModule):
     keeps: by class for classification, by volume for segmentation) and ``_read_extra_root(root)``
     (an extra training folder in the layout ``python -m advmed.augment`` writes for it).
 
+    A subclass whose three splits are drawn together from one pool (NCT-CRC-HE, HCD) implements
+    ``_build_splits()`` instead of ``_build_split``; it runs once and its result is kept.
+
     Args:
+        num_classes, class_names, in_channels, image_size: what the data holds (``len(class_names)``
+            must be ``num_classes``); set here so that models can be built before ``setup``.
         batch_size: samples per batch for every split.
         num_workers: DataLoader worker processes (workers persist across epochs when > 0).
         pin_memory: pin host memory for faster GPU copies; ``None`` pins when CUDA is available.
@@ -183,6 +188,10 @@ class SplitDataModule(L.LightningDataModule):
     def __init__(
         self,
         *,
+        num_classes: int,
+        class_names: Sequence[str],
+        in_channels: int,
+        image_size: int,
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool | None = None,
@@ -193,6 +202,13 @@ class SplitDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 < float(train_fraction) <= 1.0:
             raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+        class_names = [str(name) for name in class_names]
+        if len(class_names) != num_classes:
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names: {class_names}")
+        self.num_classes = int(num_classes)
+        self.class_names = class_names
+        self.in_channels = int(in_channels)
+        self.image_size = int(image_size)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -202,10 +218,18 @@ class SplitDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self._drawn_splits: dict[str, Dataset] | None = None
 
     def _build_split(self, split: str) -> Dataset:
-        """Return the full dataset of ``split`` (one of ``SPLITS``)."""
-        raise NotImplementedError
+        """Return the full dataset of ``split`` (one of ``SPLITS``); by default the one of
+        ``_build_splits()``, which runs once."""
+        if self._drawn_splits is None:
+            self._drawn_splits = self._build_splits()
+        return self._drawn_splits[split]
+
+    def _build_splits(self) -> dict[str, Dataset]:
+        """Return the full dataset of every split, drawn together (see the class docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _build_split nor _build_splits")
 
     def _subset(self, dataset: Dataset, fraction: float) -> Dataset:
         """The seeded ``fraction`` of the training set that ``train_fraction`` keeps."""
@@ -336,7 +360,6 @@ class ClassificationDataModule(SplitDataModule):
     seeded); an ``extra_train_roots`` folder has the ``<root>/<CLASS>/<image>`` layout.
 
     Args:
-        num_classes, class_names, in_channels, image_size: what the data holds (checked against it).
         augment: keyword arguments of :func:`build_augmentation` (``enabled``, ``hflip``, ...).
         Other arguments: see :class:`SplitDataModule`.
     """
@@ -357,16 +380,10 @@ class ClassificationDataModule(SplitDataModule):
         augment: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
+            num_classes=num_classes, class_names=class_names, in_channels=in_channels, image_size=image_size,
             batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=seed,
             train_fraction=train_fraction, extra_train_roots=extra_train_roots,
         )
-        class_names = [str(name) for name in class_names]
-        if len(class_names) != num_classes:
-            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names: {class_names}")
-        self.num_classes = int(num_classes)
-        self.class_names = class_names
-        self.in_channels = int(in_channels)
-        self.image_size = int(image_size)
         self.augmentation = build_augmentation(in_channels=self.in_channels, **dict(augment or {}))
 
     def _subset(self, dataset: LabelledDataset, fraction: float) -> LabelledDataset:
@@ -386,3 +403,44 @@ class ClassificationDataModule(SplitDataModule):
             return batch
         x, y = batch
         return self.augmentation.to(x.device)(x), y
+
+
+class FixedClassesDataModule(ClassificationDataModule):
+    """Base of the classification datasets whose RGB classes are fixed (NCT-CRC-HE, PCam, HCD and
+    the procedural sets). A subclass sets ``NAME`` (for messages) and ``CLASS_NAMES``; its config
+    states ``num_classes``, ``class_names`` and ``in_channels`` for interpolation only, so they are
+    checked to be exactly the dataset's (``None``: the dataset's own)."""
+
+    NAME: ClassVar[str]
+    CLASS_NAMES: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        *,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        in_channels: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        num_classes = len(self.CLASS_NAMES) if num_classes is None else num_classes
+        class_names = self.CLASS_NAMES if class_names is None else class_names
+        check_fixed_classes(self.NAME, self.CLASS_NAMES, num_classes, class_names, in_channels)
+        super().__init__(num_classes=num_classes, class_names=class_names, in_channels=in_channels, **kwargs)
+
+
+def check_fraction(name: str, value: float) -> float:
+    """A share of a split drawn from another (``val_fraction``, ...): strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: int | None, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """A number of items (tiles per class, split sizes): an int of at least ``minimum``, or ``None``
+    where ``allow_none`` (meaning "all" / "the rest")."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a whole number, or null" if allow_none else "a whole number"
+        raise ValueError(f"{name} must be at least {minimum} ({kind}), got {value!r}")
+    return value

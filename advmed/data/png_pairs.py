@@ -5,10 +5,15 @@ The layout of 2D segmentation datasets exported as PNG (and of the attacked copi
 8-bit or 16-bit grayscale (scaled by 255 / 65535 into [0, 1]) or 8-bit RGB; masks hold label ids
 (8-bit grayscale or palette indices) or RGB colours mapped to ids by a ``colour_map``. Read with
 Pillow, one pair per item, on access.
+
+Grey images stored as RGB (the grey value in R, G and B: how most exported CT PNG datasets ship,
+e.g. Kaggle's 3D-IRCADb liver pairs or SA-Med2D) read as one channel when one is asked for, with
+one log line per folder; only real colour is refused then.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,9 +22,12 @@ import torch
 from PIL import Image
 
 from advmed.data.readers import ImageReadError
-from advmed.data.segmentation import SegmentationDataset, resize_pair, to_float_intensity
+from advmed.data.segmentation_datasets import SegmentationDataset, resize_pair, to_float_intensity
 
 PNG_SUFFIX = ".png"
+
+log = logging.getLogger(__name__)
+_GREY_RGB_FOLDERS: set[Path] = set()  # folders already reported: one log line per dataset, not per image
 
 
 def scan_png_pairs(root: str | Path) -> list[tuple[Path, Path]]:
@@ -63,8 +71,10 @@ def _open(path: Path) -> Image.Image:
 
 
 def read_png_image(path: str | Path, in_channels: int) -> torch.Tensor:
-    """A PNG as float32 (in_channels, H, W) in [0, 1]. 16-bit grayscale keeps its 16 bits; RGB
-    asked as one channel, or grayscale as three, is an error (the model's channels are fixed)."""
+    """A PNG as float32 (in_channels, H, W) in [0, 1]. 16-bit grayscale keeps its 16 bits; 8-bit
+    grayscale asked as three channels is replicated. RGB(A) asked as one channel reads as one when
+    its three colour channels are equal (grey saved as RGB; alpha dropped, logged once per folder)
+    and is an error when it holds real colour (the model's channels are fixed)."""
     path = Path(path)
     image = _open(path)
     if image.mode in ("I;16", "I;16B", "I"):
@@ -76,12 +86,26 @@ def read_png_image(path: str | Path, in_channels: int) -> torch.Tensor:
         mode = "L" if image.mode in ("L", "1", "P", "LA") and in_channels == 1 else "RGB"
         tensor = torch.from_numpy(np.asarray(image.convert(mode)).copy())
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+        if in_channels == 1 and tensor.shape[0] == 3 and _is_grey(tensor, path):
+            tensor = tensor[:1]
     if tensor.shape[0] != in_channels:
+        colour = " of real colour (R, G, B differ)" if tensor.shape[0] == 3 else ""
         raise ValueError(
-            f"{path} has {tensor.shape[0]} channel(s) but the data has in_channels={in_channels}; "
+            f"{path} has {tensor.shape[0]} channel(s){colour} but the data has in_channels={in_channels}; "
             "set data.in_channels to match the images"
         )
     return to_float_intensity(tensor)
+
+
+def _is_grey(rgb: torch.Tensor, path: Path) -> bool:
+    """Whether R, G and B are equal everywhere; the first such file of a folder is logged."""
+    if not (torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[0], rgb[2])):
+        return False
+    if path.parent not in _GREY_RGB_FOLDERS:
+        _GREY_RGB_FOLDERS.add(path.parent)
+        log.info("%s: RGB PNGs with equal R, G, B (grey saved as colour) are read as one grey channel "
+                 "(first: %s)", path.parent, path.name)
+    return True
 
 
 def read_png_mask(

@@ -8,15 +8,10 @@ from typing import Any
 
 import torch
 
-from advmed.data.base import (
-    ClassificationDataModule,
-    LabelledDataset,
-    TensorImageDataset,
-    check_fixed_classes,
-)
+from advmed.data.base import FixedClassesDataModule, LabelledDataset, TensorImageDataset, check_count
 
 
-class ProceduralDataModule(ClassificationDataModule):
+class ProceduralDataModule(FixedClassesDataModule):
     """Base of the procedural datasets: balanced splits of ``<split>_per_class`` images rendered
     once, at the first ``setup`` that needs them, into a uint8 cache; image ``i`` has label
     ``i % num_classes``. A subclass sets ``CLASS_NAMES``, ``NAME``, ``MIN_SIZE`` and ``DEFAULTS``
@@ -33,8 +28,6 @@ class ProceduralDataModule(ClassificationDataModule):
         Other arguments: see :class:`ClassificationDataModule`.
     """
 
-    CLASS_NAMES: tuple[str, ...]
-    NAME: str
     MIN_SIZE: int
     DEFAULTS: dict[str, int]  # image_size, train_per_class, val_per_class, test_per_class
 
@@ -55,23 +48,19 @@ class ProceduralDataModule(ClassificationDataModule):
         class_names: Sequence[str] | None = None,
         in_channels: int = 3,
     ) -> None:
-        num_classes = len(self.CLASS_NAMES) if num_classes is None else num_classes
-        class_names = self.CLASS_NAMES if class_names is None else class_names
-        check_fixed_classes(self.NAME, self.CLASS_NAMES, num_classes, class_names, in_channels)
         image_size = self.DEFAULTS["image_size"] if image_size is None else image_size
         if image_size < self.MIN_SIZE:  # textures need a few pixels per structure
             raise ValueError(f"image_size must be at least {self.MIN_SIZE}, got {image_size}")
-        given = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
-        counts = {split: self.DEFAULTS[f"{split}_per_class"] if n is None else n for split, n in given.items()}
-        for split, count in counts.items():
-            if count < 1:
-                raise ValueError(f"{split}_per_class must be at least 1, got {count}")
         super().__init__(
             num_classes=num_classes, class_names=class_names, in_channels=in_channels, image_size=image_size,
             batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=seed,
             train_fraction=train_fraction, extra_train_roots=extra_train_roots, augment=augment,
         )
-        self.per_class = counts
+        given = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
+        self.per_class = {
+            split: check_count(f"{split}_per_class", self.DEFAULTS[f"{split}_per_class"] if n is None else n)
+            for split, n in given.items()
+        }
 
     def render(self, split: str, indices: torch.Tensor) -> torch.Tensor:
         """Images ``indices`` of ``split`` as uint8 (N, 3, S, S)."""

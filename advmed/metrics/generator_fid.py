@@ -1,12 +1,14 @@
 """FID of a class-conditional generator against one split of its data, with a selectable feature
-extractor, and the judge classifier that tests the conditioning (Lockshin et al. 2022, eq. 2).
+extractor (Lockshin et al. 2022, eq. 2).
 
 The FID of the paper uses Inception-v3 features (:class:`~advmed.metrics.fid.InceptionV3Features`,
 weights from a local file only). Where those weights are absent (a CPU machine without the file,
 tests), the features can instead be the penultimate layer of a trained advmed ResNet classifier
 (:class:`ClassifierFeatures`). Such an FID measures the same Fréchet distance (eq. 2) in another
 feature space: it is comparable only with FIDs computed from the same classifier checkpoint, never
-with published Inception FIDs. The extractor's description travels with every result.
+with published Inception FIDs. The extractor's description travels with every result. The
+classifier is loaded by the caller (:func:`advmed.models.fid_judge.load_judge`, which also makes it
+the judge that tests the conditioning) and handed over as a network.
 
 Settings are the ``model.fid`` keys of :data:`FID_DEFAULTS`; :func:`check_fid_settings` refuses
 unknown keys and bad values with the fix.
@@ -16,8 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -108,27 +108,6 @@ def resize_to(images: Tensor, size: int | None) -> Tensor:
         return images
     return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
                                            align_corners=False)
-
-
-def load_judge(path: str | Path, num_classes: int, in_channels: int, class_names: list[str], image_size: int,
-               resize: bool = False):
-    """The :class:`~advmed.models.classifier.ClassifierModule` of checkpoint ``path`` (eval mode,
-    on CPU), checked against the generator's classes, channels and (unless ``resize``: images will
-    be resized to the judge's size, :func:`resize_to`) image size."""
-    from advmed.models.checkpoint import load_module
-    from advmed.models.classifier import ClassifierModule
-
-    data = SimpleNamespace(num_classes=num_classes, in_channels=in_channels, class_names=list(class_names))
-    judge = load_module(path, ClassifierModule, data)  # FileNotFoundError / ValueError naming the file
-    size = judge.hparams.get("image_size")
-    if size is not None and size != image_size and not resize:
-        raise ValueError(
-            f"model.fid.classifier_ckpt '{Path(path).expanduser()}' was trained on image_size={size} tiles but the "
-            f"generator makes image_size={image_size}: train the classifier on data.image_size={image_size} "
-            "(python -m advmed.train experiment=lockshin/classifier_tiny data.image_size=...), or set "
-            "model.fid.resize=true to resize every image to the classifier's size"
-        )
-    return judge.requires_grad_(False)
 
 
 def reference_loader(datamodule, split: str) -> Iterable:

@@ -23,9 +23,9 @@ from torchmetrics import MeanMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from advmed.studies.tables import Table, write_csv
 from advmed.utils.files import write_text
 from advmed.utils.loggers import markdown_table
+from advmed.utils.tables import Table, write_csv
 
 PSNR_CAP_DB = 100.0
 """Upper bound of a single image's PSNR (dB): 10 * log10(1 / MSE) with MSE floored at 1e-10."""

@@ -19,10 +19,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from advmed.attacks.advgan import mean_abs_noise
-from advmed.attacks.base import AttackResult
+from advmed.attacks.result import AttackResult
 from advmed.losses.advgan import AdvGANLoss
 from advmed.metrics.attack_success import AttackSuccessRate
 from advmed.metrics.robustness import AdversarialClassificationMetrics
+from advmed.models.base import build_untrained_target
 from advmed.models.checkpoint import load_module
 from advmed.models.gan import GANModule, LossTerms
 from advmed.nets.advgan import AdvGANDiscriminator, AdvGANGenerator, apply_perturbation
@@ -72,6 +73,10 @@ class AdvGANModule(GANModule):
             are its Adam lr 2e-4, betas (0.5, 0.999); ``conf/model/advgan.yaml`` sets Xiao et al.'s lr 1e-3.
         classifier_sha256: recorded by the module (the SHA-256 of ``classifier_ckpt`` when it was
             trained); restoring with a classifier file of another hash warns.
+        untrained_target: ClassifierModule settings (e.g. ``{arch: resnet18}``; the data-derived ones
+            come from this module's) of a freshly initialised classifier to attack when
+            ``classifier_ckpt`` is unset. Only ``debug=tiny`` sets it (a smoke run checks the
+            pipeline, not the figure); None: the checkpoint is required.
         train_attack, test_attack: accepted from the entry point and unused (the attack is the generator).
     """
 
@@ -106,11 +111,12 @@ class AdvGANModule(GANModule):
         ema_decay: float | None = None,
         ema_rampup: float | None = None,
         classifier_sha256: str | None = None,
+        untrained_target: dict[str, Any] | None = None,
         train_attack=None,
         test_attack=None,
     ) -> None:
         super().__init__()
-        class_names = plain(class_names)
+        class_names, untrained_target = plain(class_names), plain(untrained_target)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
         if targeted and (target_class is None or isinstance(target_class, bool) or not 0 <= target_class < num_classes):
@@ -134,6 +140,11 @@ class AdvGANModule(GANModule):
     def _load_classifier(self, path: str | None):
         from advmed.models.classifier import ClassifierModule
 
+        h = self.hparams
+        if path is None and h.untrained_target is not None:
+            data = {"num_classes": h.num_classes, "in_channels": h.in_channels, "class_names": h.class_names,
+                    "image_size": h.image_size}
+            return build_untrained_target(ClassifierModule, {**data, **h.untrained_target}, "model.classifier_ckpt")
         if path is None:
             raise ValueError(f"model.classifier_ckpt is not set: pass the checkpoints/best.ckpt of the classifier to "
                              f"attack, e.g. model.classifier_ckpt=<run dir>/checkpoints/best.ckpt (train one with "
@@ -143,7 +154,6 @@ class AdvGANModule(GANModule):
             raise FileNotFoundError(f"model.classifier_ckpt='{file}' does not exist: pass the checkpoints/best.ckpt of a "
                                     f"classifier trained on this data (train one with {TRAIN_CLASSIFIER})")
         classifier = load_module(file, ClassifierModule)
-        h = self.hparams
         theirs = {"num_classes": classifier.hparams.num_classes, "in_channels": classifier.hparams.in_channels,
                   "class_names": plain(classifier.hparams.get("class_names"))}
         ours = {"num_classes": h.num_classes, "in_channels": h.in_channels, "class_names": h.class_names}

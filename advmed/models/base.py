@@ -9,15 +9,17 @@ A new model plugs into ``advmed.train`` / ``advmed.evaluate`` by subclassing
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
 
-log = logging.getLogger(__name__)
+# The checkpoint key naming the module class that wrote it: defined where checkpoint files are read.
+from advmed.utils.checkpoint_file import CLASS_KEY
 
-# Checkpoint key holding the import path of the module class that wrote it.
-CLASS_KEY = "advmed_module"
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound="AdvmedModule")
+
 # What a training step does with a loss that is not finite (``nonfinite_loss`` in conf/train.yaml).
 NONFINITE_POLICIES = ("stop", "skip")
 # Values the data and the model must agree on when both state them (DESIGN contract 4).
@@ -95,3 +97,21 @@ class AdvmedModule(L.LightningModule):
                     f"the model was trained with {name}={ours} but the data config has {name}={theirs}: "
                     "use the data it was trained on (data=...)"
                 )
+
+
+def build_untrained_target(cls: type[M], settings: dict[str, Any], missing: str) -> M:
+    """A freshly initialised ``cls(**settings)`` in eval mode, standing in for the checkpoint that the
+    config key ``missing`` leaves unset (a model to attack, or a judge), with one log line saying so.
+
+    Only ``debug=tiny`` asks for one (``model.untrained_target``, StyleGAN2's ``model.untrained_judge``):
+    a smoke run checks the pipeline, not the figure. The weights come from a fixed seed in a forked RNG, so that the run's random stream is
+    left alone and a module rebuilt from its checkpoint (which leaves frozen targets out) meets the
+    same target again.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        target = cls(**settings)
+    shown = ", ".join(f"{key}={value}" for key, value in settings.items() if key != "class_names")
+    log.warning("%s is not set: using a freshly initialised %s(%s) instead (debug=tiny: a smoke run, its numbers "
+                "mean nothing)", missing, cls.__name__, shown)
+    return target.eval()

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 from advmed.losses import DeformationAttackLoss, WassersteinLoss, masked_cross_entropy
 from advmed.metrics.perceptibility import Perceptibility
 from advmed.metrics.segmentation import SegmentationScores
+from advmed.models.base import build_untrained_target
 from advmed.models.checkpoint import load_module
 from advmed.models.gan import GANModule, LossTerms
 from advmed.nets.deformation import AttackFields, Critic, DeformationGenerator
@@ -65,6 +66,10 @@ class DeformationAttackerModule(GANModule):
     Args:
         unet_ckpt: the :class:`~advmed.models.segmentation.SegmentationModule` checkpoint under attack;
             frozen, and checked against ``num_classes`` / ``in_channels`` / ``class_names``.
+        untrained_target: SegmentationModule settings (e.g. ``{base_width: 8, depth: 2}``; the
+            data-derived ones come from this module's) of a freshly initialised U-Net to attack when
+            ``unet_ckpt`` is unset. Only ``debug=tiny`` sets it (a smoke run checks the pipeline, not
+            the figure); None: the checkpoint is required.
         num_classes, in_channels, class_names, image_size: of the data (checked; ``image_size`` is
             what :class:`~advmed.attacks.DeformationAttack` later demands).
         components: ``dv`` (the paper), ``d`` (deformation only) or ``v`` (intensity only).
@@ -84,7 +89,7 @@ class DeformationAttackerModule(GANModule):
 
     def __init__(
         self,
-        unet_ckpt: str,
+        unet_ckpt: str | None = None,
         num_classes: int = 5,
         in_channels: int = 1,
         class_names: list[str] | None = None,
@@ -110,6 +115,7 @@ class DeformationAttackerModule(GANModule):
         accumulate_grad_batches: int = 1,
         ema_decay: float | None = None,
         ema_rampup: float | None = None,
+        untrained_target: dict[str, Any] | None = None,
         train_attack=None,
         test_attack=None,
     ) -> None:
@@ -123,6 +129,7 @@ class DeformationAttackerModule(GANModule):
         class_names = ["background", *(f"class_{i}" for i in range(1, num_classes))] if class_names is None else plain(class_names)
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
+        untrained_target = plain(untrained_target)
         self.save_hyperparameters(ignore=["train_attack", "test_attack"])
         self.hparams.class_names = class_names
         self.attack_loss = DeformationAttackLoss(xi, lambda_D, lambda_V)
@@ -137,11 +144,18 @@ class DeformationAttackerModule(GANModule):
         self.test_p = nn.ModuleDict({v: Perceptibility() for v in VARIANTS[components]})
         self.test_xent = MeanMetric()
 
-    def _load_unet(self, path: str) -> nn.Module:
+    def _load_unet(self, path: str | None) -> nn.Module:
         from advmed.models.segmentation import SegmentationModule
 
-        unet = load_module(path, SegmentationModule)
         h = self.hparams
+        if path is None and h.untrained_target is not None:
+            data = {"num_classes": h.num_classes, "in_channels": h.in_channels, "class_names": list(h.class_names),
+                    "image_size": h.image_size}
+            return build_untrained_target(SegmentationModule, {**data, **h.untrained_target}, "model.unet_ckpt")
+        if path is None:
+            raise ValueError("model.unet_ckpt is not set: pass the checkpoints/best.ckpt of the U-Net to attack "
+                             "(train one with python -m advmed.train experiment=chen/unet)")
+        unet = load_module(path, SegmentationModule)
         theirs = {"num_classes": unet.hparams.num_classes, "in_channels": unet.hparams.in_channels,
                   "class_names": list(unet.hparams.class_names)}
         ours = {"num_classes": h.num_classes, "in_channels": h.in_channels, "class_names": list(h.class_names)}

@@ -22,12 +22,12 @@ from torchmetrics import SumMetric
 
 from advmed.losses.srgan import CONTENT_FALLBACKS, SRGANLoss
 from advmed.metrics.image_quality import SuperResolutionScores, write_quality_report
-from advmed.models.checkpoint import load_generator
 from advmed.models.gan import GANModule, LossTerms
 from advmed.nets.srgan import SCALES, SRDiscriminator, SRResNet
 from advmed.nets.srgan_pairs import KERNELS, bicubic_upscale, make_sr_pair
 from advmed.nets.vgg_features import ON_MISSING, VGGFeatures
 from advmed.studies.sr_figures import super_resolution_grid
+from advmed.utils.checkpoint_file import load_generator
 from advmed.utils.loggers import log_image
 from advmed.utils.run import plain
 

@@ -29,10 +29,12 @@ from advmed.metrics.generator_fid import (
     add_generated_images,
     add_real_images,
     check_fid_settings,
-    load_judge,
     reference_loader,
     resize_to,
 )
+from advmed.models.base import build_untrained_target
+from advmed.models.classifier import ClassifierModule
+from advmed.models.fid_judge import load_judge
 from advmed.models.gan import GANModule, LossTerms, lazy_reg_optimizer_kwargs
 from advmed.nets.diff_augment import DiffAugment
 from advmed.nets.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
@@ -47,6 +49,8 @@ DEFAULT_R1_GAMMA = 0.0002 * 128**2 / 32
 # StyleGAN2-ADA's ema_kimg = batch * 10 / 32 = 10 at batch 32: a half-life of 10,000 images, i.e.
 # beta = 0.5 ** (32 / 10000) = 0.99778 per generator step (ramped up with ema_rampup = 0.05).
 DEFAULT_EMA_DECAY = 0.5 ** (32 / 10_000)
+# What the FID features and the judge are called when model.untrained_judge stands in for fid.classifier_ckpt.
+UNTRAINED_JUDGE = "an untrained classifier (model.untrained_judge, debug=tiny)"
 
 
 def lazy_reg_optimizer(cfg: dict[str, Any] | None, interval: int | None, name: str) -> dict[str, Any]:
@@ -104,6 +108,11 @@ class StyleGAN2Module(GANModule):
         n_critic, gradient_clip_val, accumulate_grad_batches: the GAN base's.
         fid: the FID / judge settings of :data:`~advmed.metrics.generator_fid.FID_DEFAULTS`
             (``features: inception | classifier``, ``classifier_ckpt``, ``reference_split``, ...).
+        untrained_judge: ClassifierModule settings (e.g. ``{arch: resnet18}``; the data-derived ones
+            come from this module's) of a freshly initialised judge that stands in for
+            ``fid.classifier_ckpt`` when that is unset: its features give the FID of
+            ``fid.features=classifier``. Only ``debug=tiny`` sets it (a smoke run checks the pipeline,
+            not the figure; no Inception weights needed); None: as ``fid`` says.
         train_attack, test_attack: accepted from the entry point and unused.
     """
 
@@ -137,6 +146,7 @@ class StyleGAN2Module(GANModule):
         gradient_clip_val: float | None = None,
         accumulate_grad_batches: int = 1,
         fid: dict[str, Any] | None = None,
+        untrained_judge: dict[str, Any] | None = None,
         train_attack=None,
         test_attack=None,
     ) -> None:
@@ -148,9 +158,14 @@ class StyleGAN2Module(GANModule):
             raise ValueError(f"model.style_mixing_prob={style_mixing_prob} must be in [0, 1] (0.9 in StyleGAN2, 0 disables it)")
         if not (isinstance(truncation_psi, int | float) and math.isfinite(truncation_psi)):
             raise ValueError(f"model.truncation_psi={truncation_psi} must be a finite number (1: no truncation; 0.7 is usual)")
+        fid, untrained_judge = plain(fid) or {}, plain(untrained_judge)
         self.save_hyperparameters(ignore=["train_attack", "test_attack"])
         self.hparams.class_names = class_names
-        self.hparams.fid = check_fid_settings(plain(fid))
+        stand_in = untrained_judge is not None and not fid.get("classifier_ckpt")
+        # The checks ask features=classifier for a checkpoint file: the untrained judge stands in for it.
+        self.hparams.fid = check_fid_settings({**fid, "classifier_ckpt": UNTRAINED_JUDGE} if stand_in else fid)
+        if stand_in:
+            self.hparams.fid["classifier_ckpt"] = None
         self.generator = StyleGAN2Generator(z_dim, w_dim, num_classes, image_size, in_channels, channel_base,
                                             channel_max, mapping_layers)
         self.critic = StyleGAN2Discriminator(num_classes, image_size, in_channels, channel_base, channel_max)
@@ -259,12 +274,17 @@ class StyleGAN2Module(GANModule):
     def judge(self):
         """The :class:`~advmed.models.classifier.ClassifierModule` of ``fid.classifier_ckpt`` (None
         when not set), loaded once and checked against the generator's classes and image size."""
-        path = self.hparams.fid["classifier_ckpt"]
+        path, h = self.hparams.fid["classifier_ckpt"], self.hparams
         if path and "judge" not in self._fid_cache:
-            h = self.hparams
             self._fid_cache["judge"] = load_judge(path, h.num_classes, h.in_channels, h.class_names, h.image_size,
                                                   resize=h.fid["resize"])
             self._fid_cache["judge_name"] = f"{path} (sha256 {file_sha256(Path(path).expanduser())[:12]})"
+        elif not path and h.untrained_judge is not None and "judge" not in self._fid_cache:
+            data = {"num_classes": h.num_classes, "in_channels": h.in_channels, "class_names": list(h.class_names),
+                    "image_size": h.image_size}
+            judge = build_untrained_target(ClassifierModule, {**data, **h.untrained_judge}, "model.fid.classifier_ckpt")
+            self._fid_cache["judge"] = judge.requires_grad_(False)
+            self._fid_cache["judge_name"] = UNTRAINED_JUDGE
         return self._fid_cache.get("judge")
 
     def _judge_size(self) -> int | None:

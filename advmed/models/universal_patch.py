@@ -16,7 +16,7 @@ from advmed.attacks.cell_masks import cell_masks, nucleus_density
 from advmed.attacks.snap import SNAP, apply_universal_patch, save_universal_patch
 from advmed.metrics import AttackSuccessRate
 from advmed.metrics.robustness import AdversarialClassificationMetrics
-from advmed.models.base import AdvmedModule
+from advmed.models.base import AdvmedModule, build_untrained_target
 from advmed.models.checkpoint import load_module, read_checkpoint
 from advmed.models.classifier import ClassifierModule
 from advmed.utils.files import file_sha256
@@ -52,6 +52,11 @@ class UniversalPatchModule(AdvmedModule):
         patch_file: where the trained patch goes (``<run dir>/universal_patch.pt``).
         seed: seeds the mask and a random init.
         classifier_hparams: set from the checkpoint; rebuilds the classifier when restoring.
+        untrained_target: ClassifierModule settings (``arch``, ``num_classes``, ``class_names``; the
+            channels and size are the patch's) of a freshly initialised classifier to attack when
+            ``classifier_ckpt`` is unset. Only ``debug=tiny`` sets it (a smoke run checks the
+            pipeline, not the figure); None: the checkpoint is required.
+        train_attack, test_attack: accepted from the entry point and unused (the attack is the patch).
     """
 
     monitor = ("val/attack_success_rate", "max")  # keep the patch that fools the most validation images
@@ -76,10 +81,13 @@ class UniversalPatchModule(AdvmedModule):
         patch_file: str | None = None,
         seed: int = 0,
         classifier_hparams: dict[str, Any] | None = None,
+        untrained_target: dict[str, Any] | None = None,
+        train_attack=None,
+        test_attack=None,
     ) -> None:
         super().__init__()
-        blob_radius, blob_aspect, colour_quantiles, optimizer = (
-            plain(v) for v in (blob_radius, blob_aspect, colour_quantiles, optimizer)
+        blob_radius, blob_aspect, colour_quantiles, optimizer, untrained_target = (
+            plain(v) for v in (blob_radius, blob_aspect, colour_quantiles, optimizer, untrained_target)
         )
         # The attack object validates every patch setting with the same messages as attack=snap.
         self.snap = SNAP(
@@ -95,6 +103,11 @@ class UniversalPatchModule(AdvmedModule):
         elif classifier_hparams is not None:
             classifier = ClassifierModule(**ClassifierModule.restore_kwargs(classifier_hparams))
             classifier_sha256 = None
+        elif untrained_target is not None:
+            settings = {"in_channels": in_channels, "image_size": image_size, **untrained_target}
+            classifier = build_untrained_target(ClassifierModule, settings, "model.classifier_ckpt")
+            classifier_hparams = dict(classifier.hparams)  # restoring rebuilds it as from a checkpoint
+            classifier_sha256 = None
         else:
             raise ValueError(
                 "model.classifier_ckpt is not set: pass the checkpoint of the classifier to attack, "
@@ -106,7 +119,7 @@ class UniversalPatchModule(AdvmedModule):
                 f"model.target_class={target_class} but the classifier has {num_classes} classes: "
                 f"choose a class index below {num_classes}"
             )
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["train_attack", "test_attack"])
         self.classifier_ckpt = classifier_ckpt
         self.classifier_sha256 = classifier_sha256
         self.classifier = classifier.eval().requires_grad_(False)

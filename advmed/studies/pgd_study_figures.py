@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from advmed.studies.tables import Table
+from advmed.studies.pgd_study_settings import ConfidenceBins
 from advmed.utils.files import atomic_write
-
-if TYPE_CHECKING:  # pgd_study imports this module
-    from advmed.studies.pgd_study import ConfidenceBins
+from advmed.utils.tables import Table
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -96,5 +93,3 @@ def plot_success_vs_confidence(table: Table, bins: ConfidenceBins, n_below: int,
     ax.legend(title="epsilon", fontsize=7, ncol=2)
     return _save(fig, path)
 
-
-# --------------------------------------------------------------------------- the study

@@ -19,10 +19,10 @@ from pathlib import Path
 import yaml
 
 from advmed.studies.sweeps import find_jobs, sort_key
-from advmed.studies.tables import Table, write_csv
 from advmed.utils.files import write_text
 from advmed.utils.job_status import COMPLETED, FAILED, RUNNING, read_status
 from advmed.utils.loggers import markdown_table
+from advmed.utils.tables import Table, write_csv
 
 NO_END_RECORD = "running-or-killed"
 _LOG_TAIL_BYTES = 64 * 1024

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from advmed.models.checkpoint import unreadable_checkpoint_message
+from advmed.utils.checkpoint_file import unreadable_checkpoint_message
 
 
 def _temporary_name(path: Path) -> Path:

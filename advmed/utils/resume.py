@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from advmed.models.checkpoint import read_checkpoint
+from advmed.utils.checkpoint_file import read_checkpoint
 
 log = logging.getLogger(__name__)
 

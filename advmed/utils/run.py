@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from advmed.utils.library_noise import drop_unset_wandb_anonymous
 from advmed.utils.wandb_fallback import start_or_fall_back
 
 
@@ -60,9 +61,12 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     logger (W&B shows it as the run config).
     """
     callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    for logger in loggers:
+        drop_unset_wandb_anonymous(logger)
     loggers = [
         start_or_fall_back(entry, logger) if isinstance(logger, WandbLogger) else logger
-        for entry, logger in zip(_entries(cfg.get("logger")), instantiate_group(cfg.get("logger")))
+        for entry, logger in zip(_entries(cfg.get("logger")), loggers)
     ]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     config = OmegaConf.to_container(cfg, resolve=True)

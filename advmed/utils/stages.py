@@ -10,6 +10,10 @@ matches its command, inputs and outputs is skipped; any other is run again, so a
 same command finishes the work (dataset writers resume where they stopped; training restarts), and
 a changed upstream artefact reruns everything downstream of it.
 
+A dataset folder's completeness is checked by the ``verify`` callable the caller hands the
+:class:`Pipeline` (the Lockshin pipeline passes :func:`advmed.data.writers.verify_copy`): the
+runner sits below the datasets and does not know how they are written.
+
 Hand-written: workflow engines (Snakemake, DVC, Luigi) would do this, but would add a dependency
 and a second configuration language for a dozen commands that Hydra already configures.
 """
@@ -25,16 +29,20 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from advmed.data.writers import verify_copy
 from advmed.utils.files import file_sha256, write_json, write_text
 
 RECORD_FORMAT = "advmed.stage/1"
+DEFAULT_HINT = "rerun the command that wrote it (it resumes)"
+
+# ``verify(folder, hint)``: the digest of a finished dataset folder (at least ``manifest_sha256`` and
+# ``num_items``), or an OSError / ValueError naming what is missing and ending with ``hint``.
+FolderVerifier = Callable[[Path, str], Mapping[str, Any]]
 
 
 class StageInputError(FileNotFoundError):
@@ -49,7 +57,8 @@ class Stage:
         name: short identifier (``classifier_real``); its record is ``<out>/stages/<name>.json``.
         argv: the command after the Python interpreter, e.g. ``["-m", "advmed.train", "experiment=..."]``.
         inputs / outputs: label -> path of a file (digest: sha256) or of a dataset folder written by
-            :class:`~advmed.data.writers.DatasetWriter` (digest: its verified manifest).
+            :class:`~advmed.data.writers.DatasetWriter` (digest: its manifest, checked by the
+            pipeline's ``verify``).
         workdir: the folder the command writes (a Hydra run dir or a dataset folder), inside the
             pipeline's output folder; None for a command that writes only its outputs, atomically.
         resumable: the command completes a killed run of itself in ``workdir`` (the dataset writers);
@@ -68,11 +77,14 @@ class Stage:
         return shlex.join(["python", *self.argv])
 
 
-def digest(path: Path, hint: str = "rerun the command that wrote it (it resumes)") -> dict[str, Any]:
-    """A file's sha256, or a dataset folder's manifest digest and item count (verified complete;
-    else an error ending with ``hint``, how to complete it)."""
+def digest(path: Path, hint: str = DEFAULT_HINT, verify: FolderVerifier | None = None) -> dict[str, Any]:
+    """A file's sha256, or a dataset folder's manifest digest and item count (checked complete by
+    ``verify``; else its error, ending with ``hint``, how to complete it)."""
     if path.is_dir():
-        found = verify_copy(path, hint)
+        if verify is None:  # a wiring mistake, not an incomplete artefact: not an OSError / ValueError
+            raise TypeError(f"{path} is a folder: digesting a dataset folder needs a verify callable "
+                            "(Pipeline(..., verify=advmed.data.writers.verify_copy))")
+        found = verify(path, hint)
         return {"manifest_sha256": found["manifest_sha256"], "num_items": found["num_items"]}
     return {"sha256": file_sha256(path)}
 
@@ -110,12 +122,17 @@ class Pipeline:
         in_process: run ``-m module`` and script stages in this interpreter (:mod:`runpy`) instead of
             a child process: the same code without a fresh interpreter's start-up (seconds per stage),
             for smoke tests. Their output is not copied to the stage log, and ``env`` is not applied.
+        verify: checks a dataset folder input or output and returns its digest (see
+            :data:`FolderVerifier`; advmed's datasets: :func:`advmed.data.writers.verify_copy`); None:
+            the stages read and write files only.
     """
 
     def __init__(self, out_dir: str | Path, stages: Sequence[Stage], python: str = sys.executable,
-                 env: Mapping[str, str] | None = None, cli: str = "the pipeline", in_process: bool = False) -> None:
+                 env: Mapping[str, str] | None = None, cli: str = "the pipeline", in_process: bool = False,
+                 verify: FolderVerifier | None = None) -> None:
         self.cli = cli
         self.in_process = in_process
+        self.verify = verify
         self._file_digests: dict[tuple[str, int, int], dict[str, Any]] = {}
         self.out_dir = Path(out_dir).expanduser().resolve()
         self.stages = list(stages)
@@ -168,7 +185,7 @@ class Pipeline:
         """:func:`digest`, remembered for a file of unchanged size and modification time: a checkpoint
         is one stage's output and later stages' input, and is hashed once per pipeline run."""
         if path.is_dir():
-            return digest(path, hint) if hint else digest(path)
+            return digest(path, hint or DEFAULT_HINT, self.verify)
         stat = path.stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         if key not in self._file_digests:

@@ -19,6 +19,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from advmed.utils.library_noise import drop_unset_wandb_anonymous
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -52,6 +54,7 @@ def start_or_fall_back(entry: DictConfig | dict, logger: WandbLogger) -> WandbLo
     if wandb.run is not None:  # a half-started run would swallow the offline one's logs
         wandb.finish(exit_code=1, quiet=True)
     offline = instantiate(entry, offline=True)
+    drop_unset_wandb_anonymous(offline)
     log.warning("W&B online logging unavailable (%s): logging offline to %s/wandb; push it later with "
                 "`wandb sync %s/wandb/offline-run-*`", reason, offline.save_dir, offline.save_dir)
     # The environment may say online; the offline run must not try again.

@@ -48,8 +48,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from advmed.data.base import ImageFolderDataset
 from advmed.data.decoded_cache import open_decoded_cache
-from advmed.data.nct_crc_he import CLASS_NAMES
-from advmed.data.pcam import PCamH5Dataset
+from advmed.data.histology.nct_crc_he import CLASS_NAMES
+from advmed.data.lymph_node.pcam import PCamH5Dataset
 from advmed.data.readers import scan_class_folders
 
 LOADERS = ("folder", "cache", "hdf5")

@@ -28,9 +28,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from advmed.studies.tables import Table, write_csv
 from advmed.utils.files import atomic_write, write_text
 from advmed.utils.loggers import markdown_table
+from advmed.utils.tables import Table, write_csv
 
 ORGANS = ("pancreas", "kidneys", "liver", "spleen")  # the paper's column order
 ATTACKER = "advmed.models.deformation.DeformationAttackerModule"

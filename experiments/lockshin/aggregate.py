@@ -24,9 +24,9 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from advmed.studies.tables import Table, write_csv  # noqa: E402
 from advmed.utils.files import atomic_write, write_text  # noqa: E402
 from advmed.utils.loggers import markdown_table  # noqa: E402
+from advmed.utils.tables import Table, write_csv  # noqa: E402
 
 ROWS = {"real": "real", "real+synthetic": "synthetic", "real+synthetic+adversarial": "adversarial"}
 PAPER = {"real": (95.67, 55.24, 68.76), "real+synthetic": (97.56, 63.42, 83.54),

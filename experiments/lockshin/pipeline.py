@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
+from advmed.data.writers import verify_copy  # noqa: E402
 from advmed.utils.stages import Pipeline, Stage  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or scale["out_dir"]).expanduser().resolve()
     stages = build_stages(scale, out, args.overrides, parse_stage_args(args.stage_args))
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    pipeline = Pipeline(out, stages, env={"PYTHONPATH": path}, cli=CLI, in_process=args.in_process)
+    pipeline = Pipeline(out, stages, env={"PYTHONPATH": path}, cli=CLI, in_process=args.in_process, verify=verify_copy)
     pipeline.run(args.stages.split(","), force=args.force, dry_run=args.dry_run)
     if not args.dry_run and (out / "table1.md").exists():
         print((out / "table1.md").read_text())

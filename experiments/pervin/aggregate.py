@@ -28,9 +28,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from advmed.studies.sweeps import find_jobs, job_override, sort_key
-from advmed.studies.tables import Table, write_csv
 from advmed.utils.files import atomic_write, write_text
 from advmed.utils.loggers import markdown_table
+from advmed.utils.tables import Table, write_csv
 
 MODELS = ("unet", "unet_fgsm", "unet_invfgsm")
 LABELS = {"unet": "UNet", "unet_fgsm": "UNet + FGSM", "unet_invfgsm": "UNet + Inverse-FGSM"}

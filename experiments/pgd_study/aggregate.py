@@ -18,7 +18,7 @@ from pathlib import Path
 
 from advmed.studies.pgd_study_figures import plot_success_vs_eps
 from advmed.studies.sweeps import find_jobs, job_override, sort_key
-from advmed.studies.tables import Table, write_csv
+from advmed.utils.tables import Table, write_csv
 
 DEFAULT_KEY = "data.train_fraction"
 

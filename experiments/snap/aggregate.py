@@ -20,9 +20,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from advmed.studies.sweeps import find_jobs, job_override, sort_key
-from advmed.studies.tables import Table, write_csv
 from advmed.utils.files import atomic_write, write_json, write_text
 from advmed.utils.loggers import markdown_table
+from advmed.utils.tables import Table, write_csv
 
 DEFAULT_KEY = "attack.area_fraction"
 COLUMNS = ["test/acc", "test/adv_acc", "test/attack_success_rate", "test/area_fraction", "test/steps"]

@@ -18,7 +18,8 @@ from advmed.nets.advgan import apply_perturbation
 from advmed.utils.files import file_sha256
 from tests.entrypoints.conftest import compose_config
 from tests.models.advgan_toy import train_advgan
-from tests.models.classifier_toy import SIZE, data, session_cached, train_classifier
+from tests.models.classifier_toy import SIZE, data, train_classifier
+from tests.shared_artifacts import build_once, cached_in_worker
 
 # The toy data as config overrides (tests/models/classifier_toy.py: 16 px, 2 test tiles per class).
 DATA = [f"data.image_size={SIZE}", "data.train_per_class=8", "data.val_per_class=2", "data.test_per_class=2",
@@ -27,13 +28,13 @@ DATA = [f"data.image_size={SIZE}", "data.train_per_class=8", "data.val_per_class
 
 @pytest.fixture(scope="module")
 def classifier_ckpt(tmp_path_factory):
-    return session_cached("advgan_toy_classifier", tmp_path_factory, train_classifier)
+    return build_once(tmp_path_factory, "advgan_toy_classifier", train_classifier)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, classifier_ckpt):
     """The AdvGAN of tests/models/test_advgan_module.py (trained once per session)."""
-    return session_cached("advgan_toy", tmp_path_factory, lambda root: train_advgan(root, classifier_ckpt, 8))
+    return cached_in_worker(tmp_path_factory, "advgan_toy", lambda root: train_advgan(root, classifier_ckpt, 8))
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import CONFIG_DIR
+from tests.data.histology.test_nct_crc_he import write_nct_layout
 from tests.data.test_medmnist import write_medmnist
-from tests.data.test_nct_crc_he import write_nct_layout
 
 DATA_CONFIGS = ("synthetic_histology", "nct_crc_he", "medmnist", "synthetic_lymph_node", "pcam", "hcd", "synthetic_ct", "ct_slices")
 

@@ -20,12 +20,12 @@ from torch.utils.data import DataLoader
 
 from advmed.data import decoded_cache
 from advmed.data.decoded_cache import CacheError, cache_path, main, open_decoded_cache, verify_decoded_cache
-from advmed.data.hcd import HCDDataModule
-from advmed.data.nct_crc_he import CLASS_NAMES, NCTCRCHEDataModule
+from advmed.data.histology.nct_crc_he import CLASS_NAMES, NCTCRCHEDataModule
+from advmed.data.lymph_node.hcd import HCDDataModule
 from advmed.data.readers import ImageReadError, scan_class_folders
 from tests.conftest import CONFIG_DIR
-from tests.data.test_hcd import write_hcd
-from tests.data.test_nct_crc_he import write_nct_layout
+from tests.data.histology.test_nct_crc_he import write_nct_layout
+from tests.data.lymph_node.test_hcd import write_hcd
 
 
 @pytest.fixture(scope="module")

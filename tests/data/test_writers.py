@@ -13,7 +13,8 @@ from PIL import Image
 from advmed.data import copy_layouts, writers
 from advmed.data.base import ClassificationDataModule, TensorImageDataset
 from advmed.data.copy_layouts import ClassFolderLayout, PNGPairLayout, file_stem
-from advmed.data.segmentation import SegmentationDataModule, TensorSegmentationDataset
+from advmed.data.segmentation import SegmentationDataModule
+from advmed.data.segmentation_datasets import TensorSegmentationDataset
 from advmed.data.writers import DatasetWriter, OutputDirError, differing_keys, item_names, read_manifest
 
 IDENTITY = {"checkpoint_sha256": "abc", "attack": {"eps": 0.1}, "split": "train", "seed": 0}

@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from tests.conftest import CONFIG_DIR, REPO_ROOT
+from tests.shared_artifacts import build_once
 
 # Seconds on a CPU, yet the model learns something (conf/debug/tiny.yaml).
 TINY = ["debug=tiny"]
@@ -54,9 +55,11 @@ def trained_run(tmp_path_factory) -> Path:
     """A tiny ResNet18 trained on synthetic histology; returns its run directory."""
     from advmed.train import train
 
-    run_dir = tmp_path_factory.mktemp("train_run")
-    train(compose_config("train", [*TINY, "attack=fgsm", "attack.eps=0.03"], run_dir))
-    return run_dir
+    def fit(run_dir: Path) -> Path:
+        train(compose_config("train", [*TINY, "attack=fgsm", "attack.eps=0.03"], run_dir))
+        return run_dir
+
+    return build_once(tmp_path_factory, "train_run", fit)
 
 
 def kill_writer_at_batch(monkeypatch, batch: int):

@@ -12,7 +12,7 @@ from torch import nn
 import advmed.models
 from advmed.attacks import FGSM
 from advmed.data import writers
-from advmed.data.synthetic_histology import SyntheticHistologyDataModule
+from advmed.data.histology.synthetic_histology import SyntheticHistologyDataModule
 from advmed.data.writers import OutputDirError, read_manifest
 from advmed.models import ClassifierModule
 from advmed.models.base import CLASS_KEY, AdvmedModule, class_path

@@ -13,15 +13,15 @@ from PIL import Image
 from torch import nn
 
 from advmed.data import writers
-from advmed.data.nct_crc_he import NCTCRCHEDataModule
-from advmed.data.synthetic_histology import CLASS_NAMES, SyntheticHistologyDataModule
+from advmed.data.histology.nct_crc_he import NCTCRCHEDataModule
+from advmed.data.histology.synthetic_histology import CLASS_NAMES, SyntheticHistologyDataModule
 from advmed.data.writers import OutputDirError, read_manifest
 from advmed.models.base import CLASS_KEY, AdvmedModule, class_path
 from advmed.models.checkpoint import load_module
 from advmed.models.srgan import SRGANModule
 from advmed.models.stylegan2 import StyleGAN2Module
 from advmed.nets.srgan_pairs import resize
-from tests.data.test_nct_crc_he import write_nct_layout
+from tests.data.histology.test_nct_crc_he import write_nct_layout
 from tests.data.test_writers import tree_bytes
 from tests.entrypoints.conftest import compose_config, kill_writer_at_batch, run_module
 from tests.models import stylegan2_toy as toy

@@ -79,11 +79,15 @@ def test_a_kill_during_the_adversarial_copy_is_finished_by_the_same_command(smok
     """SIGKILL the pipeline (and its stage) while the adversarial copy is half written, rerun the same
     command: the copy is complete, with no duplicate or truncated file, byte-identical to an uninterrupted one."""
     out = smoke_run
+    # One tile per batch, so that the copy takes long enough to be killed half-way; the uninterrupted
+    # reference is written the same way.
+    one_per_batch = ["--stages", "adversarial", "--stage-args", "adversarial=batch_size=1"]
+    _pipeline_module().main(["--scale", "smoke", "--out", str(out), "--in-process", "--force", *one_per_batch])
     reference = tmp_path / "reference"
     shutil.copytree(out / "adversarial", reference)
     shutil.rmtree(out / "adversarial")
     (out / "stages" / "adversarial.json").unlink()
-    command = [sys.executable, str(PIPELINE), "--scale", "smoke", "--out", str(out), "--stages", "adversarial"]
+    command = [sys.executable, str(PIPELINE), "--scale", "smoke", "--out", str(out), *one_per_batch]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300

@@ -45,7 +45,7 @@ def test_the_paper_experiment_has_the_papers_settings_and_names_the_missing_vgg1
     from advmed.train import build_model
 
     cfg = compose_config("train", ["experiment=lockshin/srgan"], tmp_path / "run")
-    assert cfg.data._target_ == "advmed.data.nct_crc_he.NCTCRCHEDataModule"
+    assert cfg.data._target_ == "advmed.data.histology.nct_crc_he.NCTCRCHEDataModule"
     assert (cfg.data.image_size, cfg.data.batch_size) == (224, 32)
     assert (cfg.model.image_size, cfg.model.hr_size, cfg.model.lr_size, cfg.model.scale) == (224, 256, 128, 2)
     assert cfg.model.perceptual.layer == "relu5_4" and cfg.model.perceptual.on_missing == "error"

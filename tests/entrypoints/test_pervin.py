@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
-from tests.data.test_ct_slices import write_btcv
+from tests.data.ct.test_ct_slices import write_btcv
 from tests.entrypoints.conftest import compose_config, read_metrics
 
 # A seconds-long U-Net: 32 px, two poolings, 8 base channels, two epochs.

@@ -12,7 +12,7 @@ import torch
 
 from advmed.attacks.snap import load_universal_patch
 from tests.conftest import REPO_ROOT
-from tests.data.test_hcd import write_hcd
+from tests.data.lymph_node.test_hcd import write_hcd
 from tests.entrypoints.conftest import compose_config, read_metrics
 
 # Seconds-long lymph-node runs (ResNet18 via debug=tiny, 32 px, a few images).

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 
 from advmed.callbacks import BestCheckpoint
-from advmed.data.synthetic_histology import CLASS_NAMES
+from advmed.data.histology.synthetic_histology import CLASS_NAMES
 from advmed.models.advgan import AdvGANModule
 from tests.models.classifier_toy import SIZE, data, trainer
 

@@ -1,22 +1,18 @@
 """A tiny ResNet18 ClassifierModule checkpoint on 16 px synthetic histology, for the modules and attacks
-that attack a frozen classifier (AdvGAN), trained in seconds on a CPU; and a per-session cache so that
-the test files that need the same trained artefact build it once."""
+that attack a frozen classifier (AdvGAN), trained in seconds on a CPU (built once per test run by the tests
+that need it: :mod:`tests.shared_artifacts`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import lightning as L
 import torch
 
-from advmed.data.synthetic_histology import CLASS_NAMES, SyntheticHistologyDataModule
+from advmed.data.histology.synthetic_histology import CLASS_NAMES, SyntheticHistologyDataModule
 from advmed.models.classifier import ClassifierModule
 
 SIZE = 16
-T = TypeVar("T")
-_SESSION: dict[str, object] = {}
 
 
 def data(**kwargs) -> SyntheticHistologyDataModule:
@@ -64,8 +60,3 @@ def train_classifier(root: Path) -> Path:
     return path
 
 
-def session_cached(name: str, tmp_path_factory, build: Callable[[Path], T]) -> T:
-    """``build(<fresh session tmp dir>)``, computed once per test session under ``name``."""
-    if name not in _SESSION:
-        _SESSION[name] = build(tmp_path_factory.mktemp(name))
-    return _SESSION[name]  # type: ignore[return-value]

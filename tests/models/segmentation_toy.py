@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from advmed.data.segmentation import SegmentationDataModule, TensorSegmentationDataset
+from advmed.data.segmentation import SegmentationDataModule
+from advmed.data.segmentation_datasets import TensorSegmentationDataset
 
 CLASS_NAMES = ["background", "disc", "square"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
-from advmed.data.synthetic_histology import CLASS_NAMES, SyntheticHistologyDataModule
+from advmed.data.histology.synthetic_histology import CLASS_NAMES, SyntheticHistologyDataModule
 from advmed.models.classifier import ClassifierModule
 from advmed.models.stylegan2 import StyleGAN2Module
 

@@ -16,19 +16,20 @@ from advmed.models.advgan import AdvGANModule
 from advmed.models.checkpoint import load_module
 from advmed.utils.files import file_sha256
 from tests.models.advgan_toy import advgan, train_advgan
-from tests.models.classifier_toy import data, session_cached, train_classifier, trainer
+from tests.models.classifier_toy import data, train_classifier, trainer
+from tests.shared_artifacts import build_once, cached_in_worker
 
 EPOCHS = 8  # two batches of 36 per epoch: 16 discriminator and 16 generator steps
 
 
 @pytest.fixture(scope="module")
 def classifier_ckpt(tmp_path_factory):
-    return session_cached("advgan_toy_classifier", tmp_path_factory, train_classifier)
+    return build_once(tmp_path_factory, "advgan_toy_classifier", train_classifier)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, classifier_ckpt):
-    return session_cached("advgan_toy", tmp_path_factory, lambda root: train_advgan(root, classifier_ckpt, EPOCHS))
+    return cached_in_worker(tmp_path_factory, "advgan_toy", lambda root: train_advgan(root, classifier_ckpt, EPOCHS))
 
 
 def test_training_fools_the_frozen_classifier_with_moderate_noise(trained):

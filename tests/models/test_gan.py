@@ -233,6 +233,7 @@ def test_resuming_a_fit_continues_the_schedule(tmp_path):
     assert (resumed.critic_steps, resumed.generator_steps, trainer.global_step) == (6, 1, 7)
 
 
+@pytest.mark.cluster  # two spawned gloo ranks: with the other multi-process tests (`make test-cluster`)
 def test_ddp_keeps_both_networks_and_the_ema_equal_across_ranks(tmp_path):
     # Two gloo processes; different data per rank, so unsynchronised gradients would split the weights.
     # Accumulation is on: the first backward of each group skips the all-reduce, the last must not.

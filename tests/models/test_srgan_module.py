@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from advmed.data.synthetic_histology import SyntheticHistologyDataModule
+from advmed.data.histology.synthetic_histology import SyntheticHistologyDataModule
 from advmed.models.srgan import SRGANModule, load_srgan_generator
 from advmed.nets.srgan_pairs import bicubic_upscale
 

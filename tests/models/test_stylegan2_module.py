@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from advmed.data.synthetic_lymph_node import SyntheticLymphNodeDataModule
+from advmed.data.lymph_node.synthetic_lymph_node import SyntheticLymphNodeDataModule
 from advmed.models.checkpoint import load_module
 from advmed.models.classifier import ClassifierModule
 from advmed.models.stylegan2 import StyleGAN2Module

@@ -11,8 +11,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from advmed.data.synthetic_histology import SyntheticHistologyDataModule
+from advmed.data.histology.synthetic_histology import SyntheticHistologyDataModule
 from advmed.models import ClassifierModule, load_classifier
+from tests.shared_artifacts import build_once
 
 # Small enough to train and attack in seconds on a CPU; also used by the entry-point test.
 TINY_DATA = {"image_size": 32, "train_per_class": 16, "val_per_class": 2, "test_per_class": 4, "batch_size": 24}
@@ -34,13 +35,16 @@ def trained_checkpoint(histology, tmp_path_factory) -> Path:
         "resnet18", num_classes=histology.num_classes, class_names=histology.class_names,
         image_size=histology.image_size, optimizer={"_target_": "torch.optim.AdamW", "lr": 3e-3},
     )
-    ckpt_dir = tmp_path_factory.mktemp("train") / "checkpoints"
-    trainer = L.Trainer(
-        max_epochs=4, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max")],
-    )
-    trainer.fit(module, datamodule=histology)
-    return ckpt_dir / "best.ckpt"
+
+    def fit(root: Path) -> Path:
+        trainer = L.Trainer(
+            max_epochs=4, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/acc", mode="max")],
+        )
+        trainer.fit(module, datamodule=histology)
+        return root / "checkpoints" / "best.ckpt"
+
+    return build_once(tmp_path_factory, "study_classifier", fit)
 
 
 @pytest.fixture(scope="session")

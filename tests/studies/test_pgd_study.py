@@ -18,14 +18,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from advmed.attacks import PGD
 from advmed.models import ClassifierModule
-from advmed.studies.pgd_study import (
-    ConfidenceBins,
-    StudySettings,
-    run_pgd_study,
-    run_study,
-)
-from advmed.studies.tables import Table, write_csv
+from advmed.studies.pgd_study import run_pgd_study, run_study
+from advmed.studies.pgd_study_settings import ConfidenceBins, StudySettings
 from advmed.study import study
+from advmed.utils.tables import Table, write_csv
 from tests.conftest import CONFIG_DIR, REPO_ROOT
 from tests.studies.conftest import TINY_DATA
 

@@ -166,7 +166,8 @@ def test_reporter_off_and_other_ranks_are_silent(progress_log):
 
 
 def test_pgd_study_reports_each_batch_and_eps(progress_log, monkeypatch):
-    from advmed.studies.pgd_study import StudySettings, attack_records
+    from advmed.studies.pgd_study_records import attack_records
+    from advmed.studies.pgd_study_settings import StudySettings
 
     monkeypatch.delenv(ENV_VAR, raising=False)  # pytest's stderr is no terminal: lines
     torch.manual_seed(0)
@@ -184,7 +185,8 @@ def test_pgd_study_reports_each_batch_and_eps(progress_log, monkeypatch):
 
 
 def test_pgd_study_plans_only_max_images(progress_log, monkeypatch):
-    from advmed.studies.pgd_study import StudySettings, attack_records
+    from advmed.studies.pgd_study_records import attack_records
+    from advmed.studies.pgd_study_settings import StudySettings
 
     monkeypatch.setenv(ENV_VAR, "lines")
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).eval()

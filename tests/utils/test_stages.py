@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from advmed.data.copy_layouts import ClassFolderLayout
-from advmed.data.writers import DatasetWriter
+from advmed.data.writers import DatasetWriter, verify_copy
 from advmed.utils.stages import Pipeline, Stage, StageInputError
 
 
@@ -101,7 +101,7 @@ def test_a_dataset_input_with_files_missing_from_its_manifest_is_refused_with_th
     dataset = _dataset_copy(out / "copy")
     reader = Stage("reader", ["-c", f"open({str(out / 'r.txt')!r}, 'w').write('ok')"], None, {"copy": dataset},
                    {"result": out / "r.txt"})
-    pipeline = Pipeline(out, [reader])
+    pipeline = Pipeline(out, [reader], verify=verify_copy)
     pipeline.run()
     record = json.loads((out / "stages" / "reader.json").read_text())
     assert record["inputs"]["copy"]["num_items"] == 6 and len(record["inputs"]["copy"]["manifest_sha256"]) == 64
@@ -132,3 +132,11 @@ def test_a_resumable_stage_keeps_the_work_of_its_killed_run_and_another_starts_a
     assert (out / "keep" / "done").read_text() == "run_0 run_1" and (out / "clear" / "done").read_text() == "run_0"
     with pytest.raises(ValueError, match="outside the pipeline's folder"):
         Pipeline(out, [Stage("away", ["-c", "pass"], tmp_path / "elsewhere")])
+
+
+def test_a_dataset_folder_without_a_verifier_is_a_wiring_error_that_names_the_fix(tmp_path):
+    out = tmp_path / "out"
+    dataset = _dataset_copy(out / "copy")
+    reader = Stage("reader", ["-c", "pass"], None, {"copy": dataset}, {})
+    with pytest.raises(TypeError, match=r"copy is a folder: digesting a dataset folder needs a verify callable"):
+        Pipeline(out, [reader]).run()
