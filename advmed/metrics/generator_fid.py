@@ -43,8 +43,10 @@ FID_DEFAULTS: dict[str, Any] = {
 }
 
 
-def check_fid_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``settings`` merged over :data:`FID_DEFAULTS`, or a ValueError naming the bad key or value."""
+def check_fid_settings(settings: Mapping[str, Any] | None, judge_given: bool = False) -> dict[str, Any]:
+    """``settings`` merged over :data:`FID_DEFAULTS`, or a ValueError naming the bad key or value.
+    ``judge_given``: the caller holds a judge network itself, so ``features=classifier`` needs no
+    ``classifier_ckpt``."""
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(FID_DEFAULTS))
     if unknown:
@@ -52,7 +54,7 @@ def check_fid_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     cfg = {**FID_DEFAULTS, **settings}
     if cfg["features"] not in FID_FEATURES:
         raise ValueError(f"model.fid.features={cfg['features']!r} must be one of {FID_FEATURES}")
-    if cfg["features"] == "classifier" and not cfg["classifier_ckpt"]:
+    if cfg["features"] == "classifier" and not cfg["classifier_ckpt"] and not judge_given:
         raise ValueError("model.fid.features=classifier needs model.fid.classifier_ckpt=<classifier run>/checkpoints/"
                          "best.ckpt (train one with python -m advmed.train experiment=lockshin/classifier_tiny)")
     if cfg["reference_split"] not in REFERENCE_SPLITS:

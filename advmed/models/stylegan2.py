@@ -161,11 +161,9 @@ class StyleGAN2Module(GANModule):
         fid, untrained_judge = plain(fid) or {}, plain(untrained_judge)
         self.save_hyperparameters(ignore=["train_attack", "test_attack"])
         self.hparams.class_names = class_names
+        # Without fid.classifier_ckpt, an untrained judge (debug=tiny) gives the classifier features.
         stand_in = untrained_judge is not None and not fid.get("classifier_ckpt")
-        # The checks ask features=classifier for a checkpoint file: the untrained judge stands in for it.
-        self.hparams.fid = check_fid_settings({**fid, "classifier_ckpt": UNTRAINED_JUDGE} if stand_in else fid)
-        if stand_in:
-            self.hparams.fid["classifier_ckpt"] = None
+        self.hparams.fid = check_fid_settings(fid, judge_given=stand_in)
         self.generator = StyleGAN2Generator(z_dim, w_dim, num_classes, image_size, in_channels, channel_base,
                                             channel_max, mapping_layers)
         self.critic = StyleGAN2Discriminator(num_classes, image_size, in_channels, channel_base, channel_max)
