@@ -169,11 +169,12 @@ class AttackBatch:
             return self.ref, self.weight
         return self.ref[idx], None if self.weight is None else self.weight[idx]
 
-    def gradient(self, x: Tensor, idx: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Logits at ``x`` and the gradient of the summed per-sample objective w.r.t. ``x``."""
+    def gradient(self, x: Tensor, idx: Tensor | None, step: int = 0) -> tuple[Tensor, Tensor]:
+        """Logits at ``x`` and the gradient of the summed per-sample objective w.r.t. ``x``;
+        ``step`` (the iteration) is passed on to the objective."""
         leaf = x.detach().requires_grad_(True)
         logits = self._forward(leaf)
-        objective = self._attack.objective(logits, *self._select(idx))
+        objective = self._attack.objective(logits, *self._select(idx), step=step)
         # Input gradient only: autograd skips every parameter gradient and never touches .grad.
         (grad,) = torch.autograd.grad(objective.sum(), leaf)
         return logits.detach(), grad

@@ -22,7 +22,9 @@ class IterativeAttack(Attack):
 
     Subclasses set ``alpha_rule`` (the default ``alpha = alpha_rule * eps / steps``) and
     implement :meth:`_step`; random-start attacks override :meth:`_start` and set
-    ``random_start`` (the trace then reads the clean prediction with one more forward).
+    ``random_start`` (the trace then reads the clean prediction with one more forward). The
+    loop passes the 0-based step index to the attack's objective (``objective(..., step=i)``),
+    so an attack whose loss changes over the iterations (SegPGD) only replaces its objective.
 
     Args (beyond :class:`Attack`'s):
         alpha: step size; None: ``alpha_rule * eps / steps``, so overriding only ``eps`` or
@@ -77,7 +79,8 @@ class IterativeAttack(Attack):
         active: Tensor | None = None  # indices of the samples still updated; None = all (no gathers)
         for i in range(self.steps):
             x_cur = x_adv if active is None else x_adv[active]
-            logits, grad = batch.gradient(x_cur, active)
+            # The step index reaches the objective: SegPGD's loss weights change with it.
+            logits, grad = batch.gradient(x_cur, active, step=i)
             # These logits are the prediction on the iterate after step i: trace row i - 1.
             if recorder is not None and i == 0:
                 recorder.start(logits)

@@ -96,8 +96,13 @@ class AttackObjective:
             keep = in_classes if keep is None else keep & in_classes
         return None if keep is None else keep.float()
 
-    def __call__(self, logits: Tensor, labels: Tensor, weight: Tensor | None) -> Tensor:
-        """Objective ``(N,)`` to ascend; ``labels`` are ``y`` (untargeted) or the target labels."""
+    def __call__(self, logits: Tensor, labels: Tensor, weight: Tensor | None, step: int = 0) -> Tensor:
+        """Objective ``(N,)`` to ascend; ``labels`` are ``y`` (untargeted) or the target labels.
+
+        ``step`` is the 0-based iteration of an iterative attack (0 for single-step ones). These
+        losses ignore it; it is there for objectives that change over the iterations (SegPGD's
+        schedule, :mod:`advmed.attacks.segpgd`), which subclass this one.
+        """
         if self.loss == "ce":
             value = cross_entropy(logits, labels, weight)
         else:

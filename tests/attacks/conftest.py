@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import advmed.attacks as attacks
@@ -102,13 +103,84 @@ def make_attack(cls: type, **kwargs) -> attacks.Attack:
     kwargs.setdefault("eps", 0.5 if cls.norm == "l2" else 0.03)
     if issubclass(cls, attacks.IterativeAttack):
         kwargs.setdefault("steps", 3)
+    if cls is attacks.APGD:
+        # No random start by default: the generic masked-loss test needs untouched far pixels
+        # (test_apgd.py covers the random start).
+        kwargs = {"steps": 3, "random_start": False, **kwargs}
     return cls(**kwargs)
 
 
-SEEDED = (attacks.PGD, attacks.PGDL2, attacks.SNAP)  # attacks with random draws and a `seed` argument
+# attacks with random draws and a `seed` argument
+SEEDED = (attacks.PGD, attacks.PGDL2, attacks.SNAP, attacks.SegPGD, attacks.CosPGD, attacks.APGD)
+# Segmentation attacks that define their own weighted per-pixel cross-entropy: they refuse loss='dice'.
+OWN_LOSS = (attacks.SegPGD, attacks.CosPGD)
 
 
 def budget(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-sample size of the perturbation in the attack's norm."""
     delta = (x_adv - x).flatten(1)
     return delta.norm(dim=1) if norm == "l2" else delta.abs().amax(dim=1)
+
+
+def toy_slices(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bright discs (class 1) and dark squares (class 2) on noisy grey, 1 channel: like the data of
+    tests/models/segmentation_toy.py, without its datamodule (and its Lightning import)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    x = 0.5 + 0.05 * torch.randn(n, 1, size, size, generator=g)
+    y = torch.zeros(n, size, size, dtype=torch.long)
+    r = size // 6
+    for i in range(n):
+        cy, cx = torch.randint(r, size - r, (2,), generator=g).tolist()
+        sy, sx = torch.randint(0, size - r, (2,), generator=g).tolist()
+        y[i, sy : sy + r, sx : sx + r] = 2
+        y[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    x[:, 0][y == 1] += 0.3
+    x[:, 0][y == 2] -= 0.3
+    return x.clamp(0, 1), y
+
+
+@pytest.fixture(scope="session")
+def toy_segmentation() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(model, x, y): a small encoder-decoder trained for 150 Adam steps on 24 toy slices (24 px;
+    accurate, not robust; ~2 s on one thread) and 16 held-out slices. Its receptive field (stride 2,
+    dilation 2, upsampling) spans most of the image, as a real segmenter's does: every input pixel
+    feeds many output pixels, which is where SegPGD's and CosPGD's reweighting matters."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.Upsample(scale_factor=2, mode="bilinear"),
+        nn.Conv2d(16, 3, 3, padding=1),
+    )
+    x, y = toy_slices(24, 24, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    # One thread: the same weights whatever the machine's thread count (the sums of a
+    # multi-threaded convolution run in another order), and faster for convolutions this small.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(150):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.requires_grad_(False).eval()
+    return (model, *toy_slices(16, 24, seed=1))
+
+
+def miou_and_pixel_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mIoU over the classes present in y or the prediction, pixel accuracy) on the batch."""
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    ious = []
+    for c in range(int(max(pred.max(), y.max())) + 1):
+        union = ((pred == c) | (y == c)).sum()
+        if union > 0:
+            ious.append((((pred == c) & (y == c)).sum() / union).item())
+    return sum(ious) / len(ious), (pred == y).float().mean().item()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import advmed.attacks as attacks
 from advmed.attacks.losses import cross_entropy
-from tests.attacks.conftest import ATTACKS, SEEDED, budget, make_attack
+from tests.attacks.conftest import ATTACKS, OWN_LOSS, SEEDED, budget, make_attack
 
 TASKS = ["classification", "segmentation"]
 
@@ -28,7 +28,9 @@ def _result(attack, model, x, y, **kwargs):
 
 
 def test_all_lists_exactly_the_attack_classes():
-    assert sorted(attacks.__all__) == sorted(["FGSM", "InverseFGSM", "BIM", "PGD", "PGDL2", "SNAP"])
+    assert sorted(attacks.__all__) == sorted(
+        ["FGSM", "InverseFGSM", "BIM", "PGD", "PGDL2", "SNAP", "SegPGD", "CosPGD", "APGD"]
+    )
     assert all(issubclass(cls, attacks.Attack) for cls in ATTACKS)
 
 
@@ -154,7 +156,7 @@ def test_masked_segmentation_loss_leaves_far_pixels_alone(cls, segmenter, seg_ba
     x, y = seg_batch
     mask = torch.zeros_like(y, dtype=torch.bool)
     mask[:, :3, :3] = True
-    kwargs = {"random_start": False} if cls in (attacks.PGD, attacks.PGDL2) else {}
+    kwargs = {"random_start": False} if cls in (attacks.PGD, attacks.PGDL2, *OWN_LOSS) else {}
     delta = make_attack(cls, **kwargs)(segmenter, x, y, mask=mask) - x
     # Receptive field 3x3: pixels 2+ rows/columns away from the mask get no gradient.
     far = torch.ones_like(y, dtype=torch.bool)
@@ -172,7 +174,8 @@ def test_loss_classes_restrict_the_pixels(segmenter, seg_batch):
     assert (delta[:, :, 6:, 6:] != 0).any()
 
 
-@pytest.mark.parametrize("cls", ATTACKS, ids=lambda c: c.__name__)
+# SegPGD and CosPGD weight their own per-pixel cross-entropy: they refuse loss='dice' (tested in their files).
+@pytest.mark.parametrize("cls", [c for c in ATTACKS if c not in OWN_LOSS], ids=lambda c: c.__name__)
 def test_dice_loss_attacks_segmentation(cls, segmenter, seg_batch):
     x, y = seg_batch
     attack = make_attack(cls, loss="dice")

@@ -1,0 +1,456 @@
+"""Auto-PGD (APGD): PGD with momentum whose step size adapts per sample, under an L-inf or an L2 budget.
+
+Written by hand: no maintained library offers APGD as an advmed attack (model given at call
+time, per-sample losses, segmentation through the shared objective, the few-class cases of
+medical data). The reference implementation (fra31/auto-attack, ``autopgd_base.py``) and
+``torchattacks.APGD`` were read for the defaults; where they differ from the paper's
+Algorithm 1, this module follows the paper (see :class:`APGD`, "Differences").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from advmed.attacks.base import Attack
+from advmed.attacks.batch import AttackBatch
+from advmed.attacks.result import AttackResult
+from advmed.attacks.validation import as_float, check_seed, check_steps
+
+log = logging.getLogger(__name__)
+
+# The losses of the shared objective (advmed.attacks.losses) and APGD's own, classification-only ones.
+OBJECTIVE_LOSSES = ("ce", "dice")
+DLR_LOSSES = ("dlr", "dlr-targeted")
+NORMS = ("linf", "l2")
+# Weight of the new gradient step against the previous move (paper Sec. 3.2: alpha = 0.75).
+MOMENTUM = 0.75
+# The first step size is 2 * eps (paper Sec. 3.2): large enough to cross the whole ball early on.
+INITIAL_STEP = 2.0
+# Keeps the DLR quotients and the normalised directions finite (the paper's and the original's 1e-12).
+_FLOOR = 1e-12
+# The fewest classes each DLR loss is defined for: it reads the 3rd (untargeted) or 4th (targeted) logit.
+DLR_MIN_CLASSES = {"dlr": 3, "dlr-targeted": 4}
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations ``w_1 < w_2 < ... <= steps`` at which APGD checks its step size (Croce &
+    Hein 2020, Sec. 3.2): ``w_j = ceil(p_j * steps)`` with ``p_0 = 0``, ``p_1 = 0.22`` and
+    ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``; for 100 steps 22, 41, 57, 70, 80, 87, 93, 99.
+
+    Computed in hundredths: in floats 0.22 + 0.19 is 0.41000000000000003 and its checkpoint
+    would be 42, not 41. Equal checkpoints of short runs are merged (an empty interval has
+    nothing to judge).
+    """
+    steps = check_steps(steps)
+    out: list[int] = []
+    prev, cur = 0, 22
+    while cur <= 100:
+        w = -(-cur * steps // 100)  # ceil(cur / 100 * steps) in integers
+        if not out or w > out[-1]:
+            out.append(w)
+        prev, cur = cur, cur + max(cur - prev - 3, 6)
+    return out
+
+
+def _true_logit(z: Tensor, y: Tensor) -> Tensor:
+    return z.gather(1, y.unsqueeze(1)).squeeze(1)
+
+
+def _best_other_logit(z: Tensor, y: Tensor) -> Tensor:
+    """``max_{i != y} z_i`` per row."""
+    return z.scatter(1, y.unsqueeze(1), float("-inf")).amax(1)
+
+
+def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Untargeted Difference of Logits Ratio (paper eq. 5), per sample:
+    ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``, ``pi`` sorting the logits in decreasing
+    order. Invariant to shifting and rescaling the logits; needs K >= 3 classes."""
+    z = logits.float()
+    top = z.topk(3, dim=1).values
+    return -(_true_logit(z, y) - _best_other_logit(z, y)) / (top[:, 0] - top[:, 2] + _FLOOR)
+
+
+def targeted_dlr_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """Targeted DLR (paper eq. 6), per sample: ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``;
+    needs K >= 4 classes."""
+    z = logits.float()
+    top = z.topk(4, dim=1).values
+    return -(_true_logit(z, y) - _true_logit(z, target)) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _FLOOR)
+
+
+def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """``max_{i != y} z_i - z_y`` (the DLR numerator, Carlini & Wagner's margin): what replaces
+    DLR below 3 classes."""
+    z = logits.float()
+    return _best_other_logit(z, y) - _true_logit(z, y)
+
+
+def targeted_ce_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """``-CE(z, t)``: what replaces targeted DLR below 4 classes (the original's ``ce-targeted``)."""
+    return -F.cross_entropy(logits.float(), target, reduction="none")
+
+
+def target_classes(logits: Tensor, n: int) -> Tensor:
+    """APGD-T's targets ``(N, min(n, K - 1))``: column ``j`` holds each sample's ``(j + 2)``-th
+    most likely class under ``logits`` (the clean input's), so the first run aims at the
+    runner-up class."""
+    ranked = logits.float().argsort(1, descending=True)
+    return ranked[:, 1 : min(n, logits.shape[1] - 1) + 1]
+
+
+def looks_like_probabilities(output: Tensor) -> bool:
+    """True when every row of ``output`` (over dim 1) is in [0, 1] and sums to 1 within 1e-4:
+    a softmax output rather than logits."""
+    z = output.detach().float()
+    return bool(z.min() >= 0 and z.max() <= 1 and (z.sum(1) - 1).abs().max() <= 1e-4)
+
+
+# The classification losses APGD adds, as functions of (logits, y, target).
+_OWN_LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
+    "dlr": lambda z, y, t: dlr_loss(z, y),
+    "margin": lambda z, y, t: margin_loss(z, y),
+    "dlr-targeted": targeted_dlr_loss,
+    "ce-targeted": lambda z, y, t: targeted_ce_loss(z, t),
+}
+
+
+def _per_sample_norm(t: Tensor) -> Tensor:
+    # Over (C, H, W) without flattening, so channels_last tensors are not copied.
+    return torch.linalg.vector_norm(t, dim=(1, 2, 3), keepdim=True)
+
+
+def _rows(mask: Tensor) -> Tensor:
+    """A per-sample bool ``(n,)`` shaped to broadcast over ``(n, C, H, W)``."""
+    return mask.view(-1, 1, 1, 1)
+
+
+class APGD(Attack):
+    """APGD (Croce & Hein, ICML 2020, "Reliable evaluation of adversarial robustness with an
+    ensemble of diverse parameter-free attacks", Algorithm 1): PGD with momentum whose step
+    size starts at ``2 * eps`` and is halved, per sample, at the checkpoints ``w_j`` (see
+    :func:`checkpoints`) when
+
+    1. the loss rose in fewer than ``rho * (w_j - w_{j-1})`` of the steps since ``w_{j-1}``, or
+    2. the step size was not halved at ``w_{j-1}`` and the best loss has not grown since,
+
+    after which the sample restarts from its best point so far. One iteration (paper eq. 3):
+    ``z = P(x_k + eta * s(grad))``, ``x_{k+1} = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_{k-1}))``
+    with ``alpha = 0.75`` (``alpha = 1`` for the first step), ``s`` the sign (L-inf) or the
+    L2-normalised gradient (L2), ``P`` the projection onto the eps-ball and [0, 1].
+
+    Losses: ``"ce"`` (APGD-CE) and ``"dice"`` through the shared objective (classification and
+    segmentation), and, for classification only, ``"dlr"`` (APGD-DLR, paper eq. 5) and
+    ``"dlr-targeted"`` (APGD-T, eq. 6: one run per target, the targets being the 2nd, 3rd, ...
+    most likely classes of the clean input, ``min(n_target_classes, K - 1)`` of them).
+    ``loss="dlr"`` with ``targeted=True`` ascends the targeted DLR toward the given targets.
+    DLR needs K >= 3 classes and targeted DLR K >= 4: below that APGD ascends the margin
+    ``max_{i != y} z_i - z_y`` (for DLR) or the targeted cross-entropy (for targeted DLR),
+    logs one warning naming the substitution and records it in ``attack.substitutions``
+    (``{"dlr": "margin"}``, ``{"dlr-targeted": "ce-targeted"}``) — it never crashes.
+
+    A sample is fooled when misclassified (untargeted), predicted as its target (targeted) or,
+    for segmentation, when at least ``fooled_fraction`` of its loss pixels are. Samples fooled
+    on the clean input are not attacked; each restart (and each target of APGD-T) runs only
+    on the samples not yet fooled, from a new random start. The result holds, per sample, the
+    highest-loss fooled iterate of the run that fooled it (x itself when the clean input is
+    fooled), else the highest-loss point seen (the clean input included).
+
+    Args:
+        eps: budget; L-inf: in [0, 1]; L2: a radius >= 0 in [0, 1]-pixel units over (C, H, W).
+        norm: ``"Linf"`` or ``"L2"`` (case-insensitive; stored as ``"linf"`` / ``"l2"``).
+        steps: iterations per run (the paper's N_iter, 100 as in AutoAttack).
+        n_restarts: runs per target (random restarts), each on the samples still not fooled.
+        loss: ``"ce"``, ``"dice"``, ``"dlr"`` or ``"dlr-targeted"`` (above).
+        rho: condition 1's threshold, in (0, 1].
+        n_target_classes: APGD-T's number of targets (capped at K - 1).
+        random_start: start each run from a random point of the ball's surface (L-inf:
+            ``eps * u / ||u||_inf`` with ``u ~ U(-1, 1)``; L2: ``eps * g / ||g||_2`` with
+            ``g ~ N(0, I)``, as the original), clipped to [0, 1]; False: from ``x``.
+        seed: seeds a private generator for the random starts, so a call neither depends on
+            nor advances the global RNG (0 as the original: a rerun gives the same figure);
+            None: the global RNG.
+        fooled_fraction: in (0, 1]; the segmentation threshold above. The default 1.0 keeps
+            raising the loss of every image that still has a correct pixel.
+        Other keyword args (targeted, target_class, loss_classes, amp_dtype, channels_last):
+            see :class:`Attack`.
+
+    Differences from the reference implementation and ``torchattacks.APGD`` (both pinned to the
+    paper here; they agree with each other):
+
+    * checkpoints are ``ceil(p_j * steps)``; the reference counts ``int(0.22 * steps)``,
+      ``int(0.03 * steps)``, ``int(0.06 * steps)``, which agree with the paper only when
+      ``steps`` is a multiple of 100 (for 10 steps: 2, 3, 4, ... instead of 3, 5, 6, ...);
+    * condition 1 is strict (``<``, the paper) and its first interval compares ``f(x_1)`` with
+      ``f(x_0)``; the reference uses ``<=`` and compares ``f(x_1)`` with 0;
+    * condition 2 can hold at the first checkpoint (``eta`` is unchanged since ``w_0``); the
+      reference starts as if the step had just been halved;
+    * after a restart from the best point, the next rise is counted against the best loss
+      (``x_{k+1}`` is the best point), not against the discarded iterate's loss;
+    * the result of a sample that stays robust is its highest-loss point, not ``x``; that of a
+      fooled sample its highest-loss fooled iterate, not the last one.
+
+    Like the original, every sample of a run keeps iterating until the run ends (the fooled
+    ones too: their result is the highest-loss fooled iterate).
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        norm: str = "Linf",
+        steps: int = 100,
+        n_restarts: int = 1,
+        *,
+        loss: str = "ce",
+        rho: float = 0.75,
+        n_target_classes: int = 9,
+        random_start: bool = True,
+        seed: int | None = 0,
+        fooled_fraction: float = 1.0,
+        **common,
+    ):
+        norm_name = str(norm).lower()
+        if norm_name not in NORMS:
+            raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
+        if loss not in OBJECTIVE_LOSSES + DLR_LOSSES:
+            raise ValueError(
+                f"loss must be one of {OBJECTIVE_LOSSES}, got {loss!r} (APGD also takes {DLR_LOSSES})"
+            )
+        # Set before the base checks eps: L-inf in [0, 1], L2 any radius >= 0.
+        self.norm = norm_name
+        self._eps_upper = None if norm_name == "l2" else 1.0
+        # The shared objective knows ce and dice; the DLR losses are APGD's (the objective then
+        # only supplies the pixel weights of mask and loss_classes).
+        super().__init__(eps, loss="ce" if loss in DLR_LOSSES else loss, **common)
+        self.loss = loss
+        if loss == "dlr-targeted" and self.targeted:
+            raise ValueError(
+                "loss='dlr-targeted' (APGD-T) picks its own targets (the most likely wrong classes) and "
+                "must be untargeted; to pull toward given targets use loss='dlr' with targeted=true"
+            )
+        self.steps = check_steps(steps)
+        self.n_restarts = _check_count("n_restarts", n_restarts)
+        self.rho = as_float("rho", rho)
+        if not 0 < self.rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {self.rho:g}")
+        self.n_target_classes = _check_count("n_target_classes", n_target_classes)
+        self.random_start = bool(random_start)
+        self.seed = check_seed(seed)
+        self.fooled_fraction = as_float("fooled_fraction", fooled_fraction)
+        if not 0 < self.fooled_fraction <= 1:
+            raise ValueError(f"fooled_fraction must be in (0, 1], got {self.fooled_fraction:g}")
+        # What replaced a DLR loss in the last call, {asked: used} (empty when nothing was replaced).
+        self.substitutions: dict[str, str] = {}
+        self._warned: set[str] = set()  # each warning once per attack, not once per batch
+
+    # ------------------------------------------------------------------ the call
+
+    def _perturb(self, batch: AttackBatch) -> AttackResult:
+        x = batch.x
+        clean = batch.predict(x)  # also checks the logits against the labels (K >= 2, shapes)
+        self._check_output(clean)
+        used = self._resolve_loss(clean.shape[1])
+        targets = self._targets(batch, clean, used)
+        gen = torch.Generator(device=x.device).manual_seed(self.seed) if self.seed is not None else None
+
+        fooled = batch.fooled(clean, None)
+        x_out = x.clone()  # never the caller's storage
+        # The clean input is a candidate too, at its best value under the runs' objectives.
+        out_loss = torch.stack(
+            [self._loss_fn(batch, used, None, t)(clean) for t in targets]
+        ).amax(0)
+        everyone = torch.arange(x.shape[0], device=x.device)
+        for target in targets:
+            for _ in range(self.n_restarts):
+                idx = everyone[~fooled]
+                if idx.numel() == 0:
+                    break
+                loss_fn = self._loss_fn(batch, used, idx, target)
+                x_max, f_max, x_fool, run_fooled = self._run(batch, idx, loss_fn, gen)
+                # Fooled: the run's highest-loss fooled iterate; else the best point if it beats the last.
+                improved = ~run_fooled & (f_max > out_loss[idx])
+                kept = torch.where(_rows(improved), x_max, x_out[idx])
+                x_out.index_copy_(0, idx, torch.where(_rows(run_fooled), x_fool, kept))
+                out_loss[idx] = torch.where(improved, f_max, out_loss[idx])
+                fooled[idx] = run_fooled
+        return AttackResult(x_out)
+
+    def _check_output(self, clean: Tensor) -> None:
+        if looks_like_probabilities(clean):
+            self._warn_once(
+                "probabilities",
+                "APGD: the model's outputs look like probabilities (every row in [0, 1], summing to 1); "
+                "APGD's losses and its step-size rule need logits: drop the final softmax",
+            )
+        if self.loss in DLR_LOSSES and clean.ndim != 2:
+            raise ValueError(
+                f"loss={self.loss!r} is defined on classification logits (N, K), got {tuple(clean.shape)}; "
+                "for segmentation use loss='ce' or loss='dice'"
+            )
+
+    def _resolve_loss(self, k: int) -> str:
+        """The loss APGD ascends with ``k`` classes: the one asked for, or its few-class stand-in."""
+        asked = "dlr-targeted" if (self.loss == "dlr" and self.targeted) else self.loss
+        used = asked
+        if asked in DLR_MIN_CLASSES and k < DLR_MIN_CLASSES[asked]:
+            used = "margin" if asked == "dlr" else "ce-targeted"
+            self._warn_once(
+                f"{asked}->{used}",
+                f"APGD: loss {asked!r} needs >= {DLR_MIN_CLASSES[asked]} classes but the model has {k}: "
+                f"using {used!r} instead ({'max_(i != y) z_i - z_y' if used == 'margin' else '-CE(z, target)'})",
+            )
+        self.substitutions = {asked: used} if used != asked else {}
+        return used
+
+    def _targets(self, batch: AttackBatch, clean: Tensor, used: str) -> list[Tensor | None]:
+        """One entry per group of runs: the target labels ``(N,)`` of each APGD-T run, the given
+        targets of a targeted DLR run, None when the loss needs no target."""
+        if used not in ("dlr-targeted", "ce-targeted"):
+            return [None]
+        if self.targeted:
+            return [batch.ref]
+        return list(target_classes(clean, self.n_target_classes).unbind(1))
+
+    def _loss_fn(
+        self, batch: AttackBatch, used: str, idx: Tensor | None, target: Tensor | None
+    ) -> Callable[[Tensor], Tensor]:
+        """The per-sample loss ``(n,)`` of the samples ``idx`` (all when None) as a function of
+        their logits."""
+        def pick(t: Tensor | None) -> Tensor | None:
+            return t if t is None or idx is None else t[idx]
+
+        y, ref, weight, target = pick(batch.y), pick(batch.ref), pick(batch.weight), pick(target)
+        if used in OBJECTIVE_LOSSES:
+            return lambda logits: self.objective(logits, ref, weight)
+        own = _OWN_LOSSES[used]
+
+        def loss_fn(logits: Tensor) -> Tensor:
+            value = own(logits, y, target)
+            # Classification weights (mask, loss_classes) are per sample: 0 leaves a sample alone.
+            return value if weight is None else value * weight
+
+        return loss_fn
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+    # ------------------------------------------------------------------ one run (Algorithm 1)
+
+    def _run(
+        self, batch: AttackBatch, idx: Tensor, loss_fn: Callable[[Tensor], Tensor], gen: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One APGD run on the samples ``idx``: (best point, best loss, highest-loss fooled
+        iterate, fooled), per sample. Every tensor is indexed like ``idx``."""
+        x = batch.x[idx]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.norm == "linf":
+            # Clipping to [max(x - eps, 0), min(x + eps, 1)] is the projection onto ball and box.
+            lo, hi = (x - self.eps).clamp_(min=0), (x + self.eps).clamp_(max=1)
+        x_cur = self._start(x, gen)
+        logits, loss, grad = self._loss_grad(batch, x_cur, loss_fn)
+        fooled = batch.fooled(logits, idx)
+        x_max, f_max, g_max = x_cur, loss, grad
+        x_fool, fool_loss = x_cur, torch.where(fooled, loss, float("-inf"))
+        step = torch.full((x.shape[0], 1, 1, 1), INITIAL_STEP * self.eps, dtype=x.dtype, device=x.device)
+
+        x_prev, prev_loss = x_cur, loss
+        rises = torch.zeros_like(loss)  # steps since the last checkpoint where the loss rose (condition 1)
+        halved_last = torch.zeros_like(fooled)  # halved at the last checkpoint (condition 2)
+        best_last = f_max  # best loss at the last checkpoint (condition 2)
+        marks, last_mark = set(checkpoints(self.steps)), 0
+        for k in range(self.steps):
+            # The first step is a plain projected step (alpha = 1; x_prev = x_cur makes the momentum 0).
+            alpha = MOMENTUM if k > 0 else 1.0
+            if self.norm == "linf":
+                z = torch.clamp(x_cur + step * grad.sign(), lo, hi)
+                x_new = torch.clamp(x_cur + (z - x_cur) * alpha + (x_cur - x_prev) * (1 - alpha), lo, hi)
+            else:
+                z = self._project_l2(x_cur + step * grad / (_per_sample_norm(grad) + _FLOOR), x)
+                x_new = self._project_l2(x_cur + (z - x_cur) * alpha + (x_cur - x_prev) * (1 - alpha), x)
+            x_prev, x_cur = x_cur, x_new
+            logits, loss, grad = self._loss_grad(batch, x_cur, loss_fn)
+
+            rises += loss > prev_loss
+            prev_loss = loss
+            better = loss > f_max
+            x_max = torch.where(_rows(better), x_cur, x_max)
+            g_max = torch.where(_rows(better), grad, g_max)
+            f_max = torch.where(better, loss, f_max)
+            now = batch.fooled(logits, idx)
+            better_fool = now & (loss > fool_loss)
+            x_fool = torch.where(_rows(better_fool), x_cur, x_fool)
+            fool_loss = torch.where(better_fool, loss, fool_loss)
+            fooled = fooled | now
+
+            if k + 1 in marks:
+                oscillating = rises < self.rho * (k + 1 - last_mark)
+                stalled = ~halved_last & (f_max <= best_last)
+                halve = oscillating | stalled
+                step = torch.where(_rows(halve), step / 2, step)
+                # Restart the halved samples from their best point (its gradient is kept: no extra pass).
+                x_cur = torch.where(_rows(halve), x_max, x_cur)
+                grad = torch.where(_rows(halve), g_max, grad)
+                prev_loss = torch.where(halve, f_max, prev_loss)
+                halved_last, best_last, last_mark = halve, f_max, k + 1
+                rises = torch.zeros_like(rises)
+        return x_max, f_max, x_fool, fooled
+
+    def _start(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
+        """A random point on the surface of the eps-ball around ``x`` (as the original), in [0, 1]."""
+        if not self.random_start:
+            return x
+        # Drawn in the standard layout, so the start does not depend on channels_last.
+        noise = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        if self.norm == "linf":
+            noise.uniform_(0, 1, generator=gen).mul_(2).sub_(1)
+            scale = noise.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(_FLOOR)
+        else:
+            noise.normal_(generator=gen)
+            scale = _per_sample_norm(noise) + _FLOOR
+        return torch.add(x, self.eps * noise / scale).clamp_(0, 1)
+
+    def _project_l2(self, v: Tensor, x: Tensor) -> Tensor:
+        """Onto the L2 ball of radius eps around ``x``, then onto [0, 1] (as the original: the
+        clip only moves coordinates toward ``x``, so the result stays inside the ball)."""
+        delta = v - x
+        factor = (self.eps / _per_sample_norm(delta).clamp_min(_FLOOR)).clamp_(max=1)
+        return (x + delta * factor).clamp_(0, 1)
+
+    def _loss_grad(
+        self, batch: AttackBatch, x: Tensor, loss_fn: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits, per-sample loss and its input gradient at ``x``. Not AttackBatch.gradient: the
+        DLR losses need the true labels and the run's targets together, which its objective call
+        ``(logits, ref, weight)`` cannot carry."""
+        leaf = x.detach().requires_grad_(True)
+        autocast = (
+            torch.autocast(x.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            logits = batch.model(leaf)
+        loss = loss_fn(logits)
+        # Input gradient only: autograd skips every parameter gradient and never touches .grad.
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)
+        return logits.detach(), loss.detach(), grad
+
+    def __repr__(self) -> str:
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in vars(self).items() if k != "objective" and not k.startswith("_")
+        )
+        return f"{type(self).__name__}({args})"
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
