@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from advmed.attacks.losses import AttackObjective, _per_sample_mean
-from advmed.attacks.pgd import PGD
+from advmed.attacks.pixel_weighted_pgd import PixelWeightedPGD
 
 
 def cospgd_weight(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tensor:
@@ -39,7 +39,7 @@ class CosPGDObjective(AttackObjective):
         return -value if self.targeted else value
 
 
-class CosPGD(PGD):
+class CosPGD(PixelWeightedPGD):
     """CosPGD (Agnihotri et al., ICML 2024, "CosPGD: an efficient white-box adversarial attack
     for pixel-wise prediction tasks"): L-inf PGD on the per-pixel cross-entropy scaled by the
     cosine similarity between the model's class distribution at that pixel and the one-hot
@@ -85,18 +85,8 @@ class CosPGD(PGD):
         x_adv = attack(unet, x, y)                      # y: (N, H, W)
     """
 
-    def __init__(
-        self,
-        eps: float,
-        alpha: float | None = None,
-        steps: int = 10,
-        random_start: bool = True,
-        **kwargs,
-    ):
-        super().__init__(eps, alpha, steps, random_start, **kwargs)
-        if self.loss != "ce":
-            raise ValueError(
-                f"CosPGD scales the per-pixel cross-entropy (Agnihotri et al. 2024): loss must be 'ce', "
-                f"got {self.loss!r}"
-            )
-        self.objective = CosPGDObjective(targeted=self.targeted, loss_classes=self.loss_classes)
+    WEIGHTING = "scales"
+    PAPER = "Agnihotri et al. 2024"
+
+    def _objective(self) -> CosPGDObjective:
+        return CosPGDObjective(targeted=self.targeted, loss_classes=self.loss_classes)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from advmed.attacks.losses import AttackObjective, _per_sample_mean
-from advmed.attacks.pgd import PGD
+from advmed.attacks.pixel_weighted_pgd import PixelWeightedPGD
 
 
 def segpgd_lambda(step: int, steps: int) -> float:
@@ -51,7 +51,7 @@ class SegPGDObjective(AttackObjective):
         return -value if self.targeted else value
 
 
-class SegPGD(PGD):
+class SegPGD(PixelWeightedPGD):
     """SegPGD (Gu et al., ECCV 2022, "SegPGD: An Effective and Efficient Adversarial Attack for
     Evaluating and Boosting Segmentation Robustness"): L-inf PGD on a per-pixel cross-entropy
     that weighs correctly classified pixels by ``1 - lambda_t`` and misclassified ones by
@@ -95,18 +95,8 @@ class SegPGD(PGD):
         x_adv = attack(unet, x, y.masked_fill(ignored, 0), mask=~ignored)
     """
 
-    def __init__(
-        self,
-        eps: float,
-        alpha: float | None = None,
-        steps: int = 10,
-        random_start: bool = True,
-        **kwargs,
-    ):
-        super().__init__(eps, alpha, steps, random_start, **kwargs)
-        if self.loss != "ce":
-            raise ValueError(
-                f"SegPGD weights the per-pixel cross-entropy (Gu et al. 2022): loss must be 'ce', "
-                f"got {self.loss!r}"
-            )
-        self.objective = SegPGDObjective(self.steps, targeted=self.targeted, loss_classes=self.loss_classes)
+    WEIGHTING = "weights"
+    PAPER = "Gu et al. 2022"
+
+    def _objective(self) -> SegPGDObjective:
+        return SegPGDObjective(self.steps, targeted=self.targeted, loss_classes=self.loss_classes)

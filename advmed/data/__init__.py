@@ -8,7 +8,8 @@ Where to look:
 - ``histology/``: NCT-CRC-HE-100K (:mod:`.histology.nct_crc_he`) and synthetic histology.
 - ``lymph_node/``: PCam, Kaggle's Histopathologic Cancer Detection (HCD) and synthetic lymph nodes.
 - :mod:`.medmnist`: the MedMNIST ``.npz`` files (any modality).
-- Shared by every family: :mod:`.base` (splits, loaders, classification base), :mod:`.segmentation`
+- Shared by every family: :mod:`.base` (splits, loaders, classification base),
+  :mod:`.classification_datasets`, :mod:`.segmentation`
   and :mod:`.segmentation_datasets` (segmentation base and its datasets), :mod:`.png_pairs` (the 2D
   image / mask layout that attacked segmentation copies use too), :mod:`.procedural` (base of the
   synthetic sets), :mod:`.tissue_rendering` (their rendering toolkit), :mod:`.readers`,

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from advmed.data.base import ClassificationDataModule, LabelledDataset, TensorImageDataset
+from advmed.data.base import ClassificationDataModule
+from advmed.data.classification_datasets import LabelledDataset, TensorImageDataset
 
 KEYS = tuple(f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels"))
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from advmed.data.base import FixedClassesDataModule, LabelledDataset, TensorImageDataset, check_count
+from advmed.data.base import FixedClassesDataModule, check_count
+from advmed.data.classification_datasets import LabelledDataset, TensorImageDataset
 
 
 class ProceduralDataModule(FixedClassesDataModule):

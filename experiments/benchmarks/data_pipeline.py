@@ -46,7 +46,7 @@ from PIL import Image
 from timing import Normalized, Race, race
 from torch.utils.data import DataLoader, Dataset
 
-from advmed.data.base import ImageFolderDataset
+from advmed.data.classification_datasets import ImageFolderDataset
 from advmed.data.decoded_cache import open_decoded_cache
 from advmed.data.histology.nct_crc_he import CLASS_NAMES
 from advmed.data.lymph_node.pcam import PCamH5Dataset

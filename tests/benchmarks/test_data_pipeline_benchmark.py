@@ -45,7 +45,7 @@ def test_written_tiles_are_packbits_tiffs_in_the_nct_layout(bench, tmp_path):
 
 
 def test_same_batches_detects_a_different_tile(bench, tmp_path):
-    from advmed.data.base import ImageFolderDataset
+    from advmed.data.classification_datasets import ImageFolderDataset
 
     args = bench.parse_args(["--smoke"])
     items = bench.write_tiles(tmp_path / "a", 9, 8, "none")

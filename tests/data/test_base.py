@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from advmed.data.base import ClassificationDataModule, TensorImageDataset, stratified_split
+from advmed.data.base import ClassificationDataModule, stratified_split
+from advmed.data.classification_datasets import TensorImageDataset
 
 FLIP_ONLY = {"hflip": 1.0, "vflip": 0.0, "rot90": 0.0, "jitter_p": 0.0}
 

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from advmed.data import copy_layouts, writers
-from advmed.data.base import ClassificationDataModule, TensorImageDataset
+from advmed.data.base import ClassificationDataModule
+from advmed.data.classification_datasets import TensorImageDataset
 from advmed.data.copy_layouts import ClassFolderLayout, PNGPairLayout, file_stem
 from advmed.data.segmentation import SegmentationDataModule
 from advmed.data.segmentation_datasets import TensorSegmentationDataset

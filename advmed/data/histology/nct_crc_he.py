@@ -14,15 +14,8 @@ from typing import Any
 
 import torch
 
-from advmed.data.base import (
-    FixedClassesDataModule,
-    ImageFolderDataset,
-    LabelledDataset,
-    SubsetDataset,
-    check_count,
-    check_fraction,
-    stratified_split,
-)
+from advmed.data.base import FixedClassesDataModule, check_count, check_fraction, stratified_split
+from advmed.data.classification_datasets import ImageFolderDataset, LabelledDataset, SubsetDataset
 from advmed.data.readers import existing_folder, scan_class_folders
 
 CLASS_NAMES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")

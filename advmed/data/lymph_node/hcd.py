@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from advmed.data.base import FixedClassesDataModule, LabelledDataset, SubsetDataset, check_count
+from advmed.data.base import FixedClassesDataModule, check_count
+from advmed.data.classification_datasets import LabelledDataset, SubsetDataset
 from advmed.data.lymph_node.pcam import CLASS_NAMES, check_center_crop, tile_to_image
 from advmed.data.readers import existing_folder, read_image
 

@@ -24,12 +24,8 @@ import h5py
 import numpy as np
 import torch
 
-from advmed.data.base import (
-    FixedClassesDataModule,
-    LabelledDataset,
-    center_crop,
-    to_float_image,
-)
+from advmed.data.base import FixedClassesDataModule
+from advmed.data.classification_datasets import LabelledDataset, center_crop, to_float_image
 from advmed.data.readers import existing_folder
 
 CLASS_NAMES = ("no_metastasis", "metastasis")  # label 1: tumour tissue in the centre 32x32 region
