@@ -14,13 +14,19 @@ import logging
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from advmed.attacks.base import Attack
 from advmed.attacks.batch import AttackBatch
+from advmed.attacks.margin_losses import (
+    dlr_loss,
+    margin_loss,
+    target_classes,
+    targeted_ce_loss,
+    targeted_dlr_loss,
+)
 from advmed.attacks.result import AttackResult
-from advmed.attacks.validation import as_float, check_seed, check_steps
+from advmed.attacks.validation import as_float, check_count, check_seed, check_steps, looks_like_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -56,59 +62,6 @@ def checkpoints(steps: int) -> list[int]:
             out.append(w)
         prev, cur = cur, cur + max(cur - prev - 3, 6)
     return out
-
-
-def _true_logit(z: Tensor, y: Tensor) -> Tensor:
-    return z.gather(1, y.unsqueeze(1)).squeeze(1)
-
-
-def _best_other_logit(z: Tensor, y: Tensor) -> Tensor:
-    """``max_{i != y} z_i`` per row."""
-    return z.scatter(1, y.unsqueeze(1), float("-inf")).amax(1)
-
-
-def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Untargeted Difference of Logits Ratio (paper eq. 5), per sample:
-    ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``, ``pi`` sorting the logits in decreasing
-    order. Invariant to shifting and rescaling the logits; needs K >= 3 classes."""
-    z = logits.float()
-    top = z.topk(3, dim=1).values
-    return -(_true_logit(z, y) - _best_other_logit(z, y)) / (top[:, 0] - top[:, 2] + _FLOOR)
-
-
-def targeted_dlr_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
-    """Targeted DLR (paper eq. 6), per sample: ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``;
-    needs K >= 4 classes."""
-    z = logits.float()
-    top = z.topk(4, dim=1).values
-    return -(_true_logit(z, y) - _true_logit(z, target)) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _FLOOR)
-
-
-def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """``max_{i != y} z_i - z_y`` (the DLR numerator, Carlini & Wagner's margin): what replaces
-    DLR below 3 classes."""
-    z = logits.float()
-    return _best_other_logit(z, y) - _true_logit(z, y)
-
-
-def targeted_ce_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """``-CE(z, t)``: what replaces targeted DLR below 4 classes (the original's ``ce-targeted``)."""
-    return -F.cross_entropy(logits.float(), target, reduction="none")
-
-
-def target_classes(logits: Tensor, n: int) -> Tensor:
-    """APGD-T's targets ``(N, min(n, K - 1))``: column ``j`` holds each sample's ``(j + 2)``-th
-    most likely class under ``logits`` (the clean input's), so the first run aims at the
-    runner-up class."""
-    ranked = logits.float().argsort(1, descending=True)
-    return ranked[:, 1 : min(n, logits.shape[1] - 1) + 1]
-
-
-def looks_like_probabilities(output: Tensor) -> bool:
-    """True when every row of ``output`` (over dim 1) is in [0, 1] and sums to 1 within 1e-4:
-    a softmax output rather than logits."""
-    z = output.detach().float()
-    return bool(z.min() >= 0 and z.max() <= 1 and (z.sum(1) - 1).abs().max() <= 1e-4)
 
 
 # The classification losses APGD adds, as functions of (logits, y, target).
@@ -234,11 +187,11 @@ class APGD(Attack):
                 "must be untargeted; to pull toward given targets use loss='dlr' with targeted=true"
             )
         self.steps = check_steps(steps)
-        self.n_restarts = _check_count("n_restarts", n_restarts)
+        self.n_restarts = check_count("n_restarts", n_restarts)
         self.rho = as_float("rho", rho)
         if not 0 < self.rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {self.rho:g}")
-        self.n_target_classes = _check_count("n_target_classes", n_target_classes)
+        self.n_target_classes = check_count("n_target_classes", n_target_classes)
         self.random_start = bool(random_start)
         self.seed = check_seed(seed)
         self.fooled_fraction = as_float("fooled_fraction", fooled_fraction)
@@ -442,15 +395,3 @@ class APGD(Attack):
         # Input gradient only: autograd skips every parameter gradient and never touches .grad.
         (grad,) = torch.autograd.grad(loss.sum(), leaf)
         return logits.detach(), loss.detach(), grad
-
-    def __repr__(self) -> str:
-        args = ", ".join(
-            f"{k}={v!r}" for k, v in vars(self).items() if k != "objective" and not k.startswith("_")
-        )
-        return f"{type(self).__name__}({args})"
-
-
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value

@@ -133,5 +133,6 @@ class Attack(abc.ABC):
         """The adversarial images for ``batch`` (and the trace when ``self.trace``)."""
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "objective")
+        # Settings only: the objective and private call state (a loaded patch, warnings given) are not.
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "objective" and not k.startswith("_"))
         return f"{type(self).__name__}({args})"

@@ -53,10 +53,22 @@ def check_alpha(value: object) -> float | None:
     return alpha
 
 
-def check_steps(value: object) -> int:
+def check_count(name: str, value: object) -> int:
+    """A count of iterations, restarts, targets, queries: an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+def check_steps(value: object) -> int:
+    return check_count("steps", value)
+
+
+def looks_like_probabilities(output: torch.Tensor) -> bool:
+    """True when every row of ``output`` (over dim 1) is in [0, 1] and sums to 1 within 1e-4:
+    a softmax output rather than logits."""
+    z = output.detach().float()
+    return bool(z.min() >= 0 and z.max() <= 1 and (z.sum(1) - 1).abs().max() <= 1e-4)
 
 
 def check_seed(value: object) -> int | None:

@@ -20,15 +20,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import advmed.attacks as attacks
-from advmed.attacks.apgd import (
-    checkpoints,
-    dlr_loss,
-    looks_like_probabilities,
-    margin_loss,
-    target_classes,
-    targeted_dlr_loss,
-)
+from advmed.attacks.apgd import checkpoints
 from advmed.attacks.base import Attack
+from advmed.attacks.margin_losses import dlr_loss, margin_loss, target_classes, targeted_dlr_loss
+from advmed.attacks.validation import looks_like_probabilities
 from tests.attacks.conftest import NUM_CLASSES, _init_bn, budget, tiny_classifier
 from tests.conftest import CONFIG_DIR
 
