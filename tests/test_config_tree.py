@@ -66,6 +66,7 @@ def test_entry_configs_need_a_checkpoint(entry):
 
 
 DATA_FAMILIES = ("ct", "histology", "lymph_node")
+ATTACK_FAMILIES = ("ensembles", "generative", "patch")
 
 
 def test_config_names_match_the_code_they_build():
@@ -81,10 +82,10 @@ def test_config_names_match_the_code_they_build():
                 assert option == "none", f"conf/{group}/{option}.yaml builds nothing"
                 continue
             module = inspect.getmodule(get_class(target)).__name__
-            # data modules sit in their family's folder (advmed/data/ct/ct_slices.py) or at the top
-            expected = {f"advmed.attacks.{option}"} if group == "attack" else {
-                f"advmed.data.{option}", *(f"advmed.data.{family}.{option}" for family in DATA_FAMILIES)
-            }
+            # modules sit in their family's folder (advmed/data/ct/ct_slices.py,
+            # advmed/attacks/patch/snap.py) or at the top of their package
+            package, families = ("attacks", ATTACK_FAMILIES) if group == "attack" else ("data", DATA_FAMILIES)
+            expected = {f"advmed.{package}.{option}", *(f"advmed.{package}.{f}.{option}" for f in families)}
             assert module in expected, f"conf/{group}/{option}.yaml builds {target} from {module}"
 
 

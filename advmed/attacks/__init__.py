@@ -19,21 +19,21 @@ from collections.abc import Mapping
 from hydra.utils import instantiate
 
 # `X as X`: Attack, AttackResult, IterativeAttack and AttackTrace are public but stay out of __all__ (attack classes only).
-from advmed.attacks.advgan import AdvGANAttack as AdvGANAttack
+from advmed.attacks.generative.advgan import AdvGANAttack as AdvGANAttack
 from advmed.attacks.apgd import APGD
-from advmed.attacks.base import Attack as Attack
+from advmed.attacks.core.base import Attack as Attack
 from advmed.attacks.bim import BIM
 from advmed.attacks.cospgd import CosPGD
-from advmed.attacks.deformation import DeformationAttack as DeformationAttack
+from advmed.attacks.generative.deformation import DeformationAttack as DeformationAttack
 from advmed.attacks.fgsm import FGSM
 from advmed.attacks.inverse_fgsm import InverseFGSM
-from advmed.attacks.iterative import IterativeAttack as IterativeAttack
+from advmed.attacks.core.iterative import IterativeAttack as IterativeAttack
 from advmed.attacks.pgd import PGD
 from advmed.attacks.pgd_l2 import PGDL2
-from advmed.attacks.result import AttackResult as AttackResult
+from advmed.attacks.core.result import AttackResult as AttackResult
 from advmed.attacks.segpgd import SegPGD
-from advmed.attacks.snap import SNAP
-from advmed.attacks.trace import AttackTrace as AttackTrace
+from advmed.attacks.patch.snap import SNAP
+from advmed.attacks.core.trace import AttackTrace as AttackTrace
 
 __all__ = ["FGSM", "InverseFGSM", "BIM", "PGD", "PGDL2", "SNAP", "SegPGD", "CosPGD", "APGD"]
 

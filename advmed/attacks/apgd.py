@@ -16,21 +16,21 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from advmed.attacks.base import Attack
-from advmed.attacks.batch import AttackBatch
-from advmed.attacks.margin_losses import (
+from advmed.attacks.core.base import Attack
+from advmed.attacks.core.batch import AttackBatch
+from advmed.attacks.core.margin_losses import (
     dlr_loss,
     margin_loss,
     target_classes,
     targeted_ce_loss,
     targeted_dlr_loss,
 )
-from advmed.attacks.result import AttackResult
-from advmed.attacks.validation import as_float, check_count, check_seed, check_steps, looks_like_probabilities
+from advmed.attacks.core.result import AttackResult
+from advmed.attacks.core.validation import as_float, check_count, check_seed, check_steps, looks_like_probabilities
 
 log = logging.getLogger(__name__)
 
-# The losses of the shared objective (advmed.attacks.losses) and APGD's own, classification-only ones.
+# The losses of the shared objective (advmed.attacks.core.losses) and APGD's own, classification-only ones.
 OBJECTIVE_LOSSES = ("ce", "dice")
 DLR_LOSSES = ("dlr", "dlr-targeted")
 NORMS = ("linf", "l2")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmed.attacks.losses import AttackObjective, _per_sample_mean
+from advmed.attacks.core.losses import AttackObjective, _per_sample_mean
 from advmed.attacks.pixel_weighted_pgd import PixelWeightedPGD
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from advmed.attacks.base import Attack
-from advmed.attacks.batch import AttackBatch
-from advmed.attacks.result import AttackResult
+from advmed.attacks.core.base import Attack
+from advmed.attacks.core.batch import AttackBatch
+from advmed.attacks.core.result import AttackResult
 
 
 class FGSM(Attack):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from advmed.attacks.iterative import IterativeAttack
-from advmed.attacks.validation import check_seed
+from advmed.attacks.core.iterative import IterativeAttack
+from advmed.attacks.core.validation import check_seed
 
 
 class PGD(IterativeAttack):

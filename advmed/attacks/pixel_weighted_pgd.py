@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from advmed.attacks.losses import AttackObjective
+from advmed.attacks.core.losses import AttackObjective
 from advmed.attacks.pgd import PGD
 
 

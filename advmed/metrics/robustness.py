@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from advmed.attacks.result import AttackResult
+from advmed.attacks.core.result import AttackResult
 from advmed.metrics.attack_success import AttackSuccessRate
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from advmed.attacks.losses import cross_entropy, soft_dice_loss
+from advmed.attacks.core.losses import cross_entropy, soft_dice_loss
 from advmed.metrics.segmentation import SegmentationScores
 from advmed.models.supervised import SupervisedModule
 from advmed.nets import UNet

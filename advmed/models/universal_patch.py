@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from advmed.attacks.cell_masks import cell_masks, nucleus_density
-from advmed.attacks.snap import SNAP, apply_universal_patch, save_universal_patch
+from advmed.attacks.patch.cell_masks import cell_masks, nucleus_density
+from advmed.attacks.patch.snap import SNAP, apply_universal_patch, save_universal_patch
 from advmed.metrics import AttackSuccessRate
 from advmed.metrics.robustness import AdversarialClassificationMetrics
 from advmed.models.base import AdvmedModule, build_untrained_target

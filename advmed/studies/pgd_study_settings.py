@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from advmed.attacks.validation import check_alpha, check_eps, check_seed
+from advmed.attacks.core.validation import check_alpha, check_eps, check_seed
 
 # The paper's grid: 0.02 .. 0.20 in steps of 0.02 (fractions of the [0, 1] intensity range).
 DEFAULT_EPS = tuple(round(0.02 * i, 2) for i in range(1, 11))

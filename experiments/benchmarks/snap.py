@@ -23,7 +23,7 @@ import torchvision
 from timing import Normalized, race
 
 from advmed.attacks import SNAP
-from advmed.attacks.snap import colour_range
+from advmed.attacks.patch.snap import colour_range
 
 
 def hand_written_snap(model, x, target, region, lo, hi, steps: int, step_size: float) -> torch.Tensor:

@@ -21,9 +21,9 @@ from torch import nn
 
 import advmed.attacks as attacks
 from advmed.attacks.apgd import checkpoints
-from advmed.attacks.base import Attack
-from advmed.attacks.margin_losses import dlr_loss, margin_loss, target_classes, targeted_dlr_loss
-from advmed.attacks.validation import looks_like_probabilities
+from advmed.attacks.core.base import Attack
+from advmed.attacks.core.margin_losses import dlr_loss, margin_loss, target_classes, targeted_dlr_loss
+from advmed.attacks.core.validation import looks_like_probabilities
 from tests.attacks.conftest import NUM_CLASSES, _init_bn, budget, tiny_classifier
 from tests.conftest import CONFIG_DIR
 

@@ -14,9 +14,9 @@ from hydra.core.global_hydra import GlobalHydra
 
 import advmed.attacks as attacks
 from advmed.attacks import PGD, CosPGD
-from advmed.attacks.base import Attack
+from advmed.attacks.core.base import Attack
 from advmed.attacks.cospgd import CosPGDObjective, cospgd_weight
-from advmed.attacks.iterative import IterativeAttack
+from advmed.attacks.core.iterative import IterativeAttack
 from tests.attacks.conftest import miou_and_pixel_accuracy
 from tests.conftest import CONFIG_DIR
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import advmed.attacks as attacks
-from advmed.attacks.losses import cross_entropy
+from advmed.attacks.core.losses import cross_entropy
 from tests.attacks.conftest import ATTACKS, OWN_LOSS, SEEDED, budget, make_attack
 
 TASKS = ["classification", "segmentation"]

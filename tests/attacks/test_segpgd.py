@@ -15,8 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 import advmed.attacks as attacks
 import advmed.attacks.segpgd as segpgd
 from advmed.attacks import PGD, SegPGD
-from advmed.attacks.base import Attack
-from advmed.attacks.iterative import IterativeAttack
+from advmed.attacks.core.base import Attack
+from advmed.attacks.core.iterative import IterativeAttack
 from advmed.attacks.segpgd import SegPGDObjective, segpgd_lambda, segpgd_weight
 from tests.attacks.conftest import miou_and_pixel_accuracy
 from tests.conftest import CONFIG_DIR

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import advmed.attacks as attacks
-from advmed.attacks.trace import segmentation_scores
+from advmed.attacks.core.trace import segmentation_scores
 
 EPS, ALPHA, K = 0.03, 0.01, 5
 ITERATIVE = [attacks.BIM, attacks.PGD, attacks.PGDL2]

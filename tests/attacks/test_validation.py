@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import advmed.attacks as attacks
-from advmed.attacks.base import Attack
-from advmed.attacks.iterative import IterativeAttack
+from advmed.attacks.core.base import Attack
+from advmed.attacks.core.iterative import IterativeAttack
 from tests.attacks.conftest import ATTACKS, make_attack
 from tests.conftest import CONFIG_DIR
 

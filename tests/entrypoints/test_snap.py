@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from advmed.attacks.snap import load_universal_patch
+from advmed.attacks.patch.snap import load_universal_patch
 from tests.conftest import REPO_ROOT
 from tests.data.lymph_node.test_hcd import write_hcd
 from tests.entrypoints.conftest import compose_config, read_metrics

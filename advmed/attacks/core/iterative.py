@@ -9,11 +9,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from advmed.attacks.base import Attack
-from advmed.attacks.batch import AttackBatch
-from advmed.attacks.result import AttackResult
-from advmed.attacks.trace import TraceRecorder
-from advmed.attacks.validation import as_float, check_alpha, check_steps
+from advmed.attacks.core.base import Attack
+from advmed.attacks.core.batch import AttackBatch
+from advmed.attacks.core.result import AttackResult
+from advmed.attacks.core.trace import TraceRecorder
+from advmed.attacks.core.validation import as_float, check_alpha, check_steps
 
 
 class IterativeAttack(Attack):

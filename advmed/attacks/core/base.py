@@ -9,9 +9,9 @@ lives inside the model. ``x_adv`` has the shape, dtype and device of ``x`` and s
 [0, 1] and inside the attack's budget.
 
 The pieces of a call live beside it: the checked inputs and the input gradient in
-:mod:`advmed.attacks.batch`, the mode guard in :mod:`advmed.attacks.model_mode`, the result
-record in :mod:`advmed.attacks.result`; the iterative attacks' base and loop in
-:mod:`advmed.attacks.iterative`.
+:mod:`advmed.attacks.core.batch`, the mode guard in :mod:`advmed.attacks.core.model_mode`, the result
+record in :mod:`advmed.attacks.core.result`; the iterative attacks' base and loop in
+:mod:`advmed.attacks.core.iterative`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from advmed.attacks.batch import AttackBatch
-from advmed.attacks.losses import AttackObjective
-from advmed.attacks.model_mode import eval_mode
-from advmed.attacks.result import AttackResult
-from advmed.attacks.trace import AttackTrace
-from advmed.attacks.validation import check_amp, check_classes, check_eps
+from advmed.attacks.core.batch import AttackBatch
+from advmed.attacks.core.losses import AttackObjective
+from advmed.attacks.core.model_mode import eval_mode
+from advmed.attacks.core.result import AttackResult
+from advmed.attacks.core.trace import AttackTrace
+from advmed.attacks.core.validation import check_amp, check_classes, check_eps
 
 
 class Attack(abc.ABC):
@@ -39,7 +39,7 @@ class Attack(abc.ABC):
         target_class: fixed target class for every sample/pixel (targeted only); ``target=``
             labels given at call time take precedence.
         loss: ``"ce"`` (cross-entropy) or ``"dice"`` (soft Dice, segmentation); see
-            :mod:`advmed.attacks.losses`.
+            :mod:`advmed.attacks.core.losses`.
         loss_classes: restrict the loss to these classes (CE: pixels whose true label is listed).
         amp_dtype: ``"bf16"``, ``"fp16"`` or None: autocast the model's forward/backward; the
             perturbation and the loss stay in the dtype of ``x`` / float32. bf16 is the safe

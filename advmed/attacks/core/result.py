@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from advmed.attacks.trace import AttackTrace
+from advmed.attacks.core.trace import AttackTrace
 
 
 @dataclass

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from advmed.attacks.base import Attack
-from advmed.attacks.batch import AttackBatch
-from advmed.attacks.result import AttackResult
+from advmed.attacks.core.base import Attack
+from advmed.attacks.core.batch import AttackBatch
+from advmed.attacks.core.result import AttackResult
 from advmed.nets.advgan import AdvGANGenerator, apply_perturbation
 from advmed.utils.checkpoint_file import load_generator
 

@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from advmed.attacks.base import Attack
-from advmed.attacks.batch import AttackBatch
-from advmed.attacks.cell_masks import PLACEMENTS, cell_masks, nucleus_density
-from advmed.attacks.result import AttackResult
-from advmed.attacks.validation import as_float, check_seed, check_steps
+from advmed.attacks.core.base import Attack
+from advmed.attacks.core.batch import AttackBatch
+from advmed.attacks.patch.cell_masks import PLACEMENTS, cell_masks, nucleus_density
+from advmed.attacks.core.result import AttackResult
+from advmed.attacks.core.validation import as_float, check_seed, check_steps
 from advmed.utils.colour_deconvolution import BACKENDS
 from advmed.utils.files import atomic_write
 
@@ -56,7 +56,7 @@ class SNAP(Attack):
 
     The budget is the mask and the colour range, not an eps-ball: ``x' = (1 - m) * x + m * delta``
     (paper eq. 2) with ``m`` a union of cell-like blobs covering at most ``area_fraction`` of the
-    image (:mod:`advmed.attacks.cell_masks`), and after every step ``delta`` is projected into the
+    image (:mod:`advmed.attacks.patch.cell_masks`), and after every step ``delta`` is projected into the
     per-channel ``colour_quantiles`` range of the attacked image itself. ``delta`` starts at the
     image's median colour (paper: "starting with a patch of specific color, based on the median
     pixel value of the image"), and a sample stops once the model's confidence in the attack's

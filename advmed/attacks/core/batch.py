@@ -3,7 +3,7 @@ forward / input-gradient / fooled helpers every attack works through.
 
 The checks here are of the call's tensors (shapes, dtypes, the [0, 1] range, labels that fit
 the model's logits); the attack's own config values are checked in
-:mod:`advmed.attacks.validation` when it is built.
+:mod:`advmed.attacks.core.validation` when it is built.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from advmed.attacks.losses import AttackObjective
+from advmed.attacks.core.losses import AttackObjective
 
 
 class CallSettings(Protocol):
     """What :class:`AttackBatch` reads from the attack that is called (an
-    :class:`~advmed.attacks.base.Attack`). A protocol rather than the class itself, so that this
+    :class:`~advmed.attacks.core.base.Attack`). A protocol rather than the class itself, so that this
     module sits below the base classes instead of importing them back."""
 
     targeted: bool
