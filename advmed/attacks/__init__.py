@@ -35,7 +35,17 @@ from advmed.attacks.segpgd import SegPGD
 from advmed.attacks.patch.snap import SNAP
 from advmed.attacks.core.trace import AttackTrace as AttackTrace
 
-__all__ = ["FGSM", "InverseFGSM", "BIM", "PGD", "PGDL2", "SNAP", "SegPGD", "CosPGD", "APGD"]
+__all__ = [
+    "FGSM",
+    "InverseFGSM",
+    "BIM",
+    "PGD",
+    "PGDL2",
+    "SNAP",
+    "SegPGD",
+    "CosPGD",
+    "APGD",
+]
 
 
 def build_attack(cfg: Mapping | None) -> Attack | None:

@@ -103,15 +103,22 @@ def make_attack(cls: type, **kwargs) -> attacks.Attack:
     kwargs.setdefault("eps", 0.5 if cls.norm == "l2" else 0.03)
     if issubclass(cls, attacks.IterativeAttack):
         kwargs.setdefault("steps", 3)
-    if cls is attacks.APGD:
-        # No random start by default: the generic masked-loss test needs untouched far pixels
-        # (test_apgd.py covers the random start).
-        kwargs = {"steps": 3, "random_start": False, **kwargs}
-    return cls(**kwargs)
+    return cls(**{**FAST_ARGS.get(cls.__name__, {}), **kwargs})
+
+
+# Per attack class (by name): the settings that keep a contract test small and fast.
+FAST_ARGS: dict[str, dict] = {
+    # No random start by default: the generic masked-loss test needs untouched far pixels
+    # (test_apgd.py covers the random start).
+    "APGD": {"steps": 3, "random_start": False},
+}
 
 
 # attacks with random draws and a `seed` argument
 SEEDED = (attacks.PGD, attacks.PGDL2, attacks.SNAP, attacks.SegPGD, attacks.CosPGD, attacks.APGD)
+# Attacks defined for classification logits (N, K) only: the segmentation contract tests skip
+# them, and each one's own test file checks that it refuses segmentation logits with a clear error.
+CLASSIFICATION_ONLY: tuple[type, ...] = ()
 # Segmentation attacks that define their own weighted per-pixel cross-entropy: they refuse loss='dice'.
 OWN_LOSS = (attacks.SegPGD, attacks.CosPGD)
 

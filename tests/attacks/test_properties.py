@@ -9,16 +9,18 @@ import torch.nn.functional as F
 
 import advmed.attacks as attacks
 from advmed.attacks.core.losses import cross_entropy
-from tests.attacks.conftest import ATTACKS, OWN_LOSS, SEEDED, budget, make_attack
+from tests.attacks.conftest import ATTACKS, CLASSIFICATION_ONLY, OWN_LOSS, SEEDED, budget, make_attack
 
 TASKS = ["classification", "segmentation"]
 
 
 @pytest.fixture(params=TASKS)
 def task(request, classifier, segmenter, cls_batch, seg_batch):
-    """(model, x, y) for each task."""
+    """(model, x, y) for each task the attack class under test (``cls``) is defined for."""
     if request.param == "classification":
         return (classifier, *cls_batch)
+    if getattr(request.node, "callspec", None) and request.node.callspec.params.get("cls") in CLASSIFICATION_ONLY:
+        pytest.skip("a classification-only attack: its own tests check that it refuses segmentation logits")
     return (segmenter, *seg_batch)
 
 
@@ -28,9 +30,17 @@ def _result(attack, model, x, y, **kwargs):
 
 
 def test_all_lists_exactly_the_attack_classes():
-    assert sorted(attacks.__all__) == sorted(
-        ["FGSM", "InverseFGSM", "BIM", "PGD", "PGDL2", "SNAP", "SegPGD", "CosPGD", "APGD"]
-    )
+    assert sorted(attacks.__all__) == sorted([
+        "FGSM",
+        "InverseFGSM",
+        "BIM",
+        "PGD",
+        "PGDL2",
+        "SNAP",
+        "SegPGD",
+        "CosPGD",
+        "APGD",
+    ])
     assert all(issubclass(cls, attacks.Attack) for cls in ATTACKS)
 
 
@@ -151,7 +161,9 @@ def test_inference_tensors_are_accepted_outside_inference_mode(classifier):
 
 
 # SNAP replaces its patch pixels whatever their gradient (paper eq. 2): locality is its mask's, not the loss's.
-@pytest.mark.parametrize("cls", [c for c in ATTACKS if c is not attacks.SNAP], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [c for c in ATTACKS if c is not attacks.SNAP and c not in CLASSIFICATION_ONLY], ids=lambda c: c.__name__
+)
 def test_masked_segmentation_loss_leaves_far_pixels_alone(cls, segmenter, seg_batch):
     x, y = seg_batch
     mask = torch.zeros_like(y, dtype=torch.bool)
@@ -175,7 +187,9 @@ def test_loss_classes_restrict_the_pixels(segmenter, seg_batch):
 
 
 # SegPGD and CosPGD weight their own per-pixel cross-entropy: they refuse loss='dice' (tested in their files).
-@pytest.mark.parametrize("cls", [c for c in ATTACKS if c not in OWN_LOSS], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [c for c in ATTACKS if c not in OWN_LOSS and c not in CLASSIFICATION_ONLY], ids=lambda c: c.__name__
+)
 def test_dice_loss_attacks_segmentation(cls, segmenter, seg_batch):
     x, y = seg_batch
     attack = make_attack(cls, loss="dice")
