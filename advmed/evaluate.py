@@ -44,7 +44,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         trainer.test(module, datamodule=datamodule)
         metrics = run_metrics(trainer)
         if trainer.is_global_zero:  # under DDP every rank gets here; the report is written once
-            report = write_report(output_dir(cfg), metrics, plain(cfg.get("attack")), str(cfg.ckpt_path), data_name(cfg))
+            notes = attack.report_notes(metrics) if attack is not None else []
+            report = write_report(
+                output_dir(cfg), metrics, plain(cfg.get("attack")), str(cfg.ckpt_path), data_name(cfg), notes=notes
+            )
             print(report.read_text())
             print(f"report written to {report}")
         return metrics

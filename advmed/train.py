@@ -72,7 +72,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # Every DDP rank runs this function; reports are written once.
         if trainer.is_global_zero:
             if cfg.get("test"):
-                write_report(output_dir(cfg), metrics, plain(cfg.get("attack")), best, data_name(cfg))
+                attack = model.test_attack
+                notes = attack.report_notes(metrics) if attack is not None else []
+                write_report(output_dir(cfg), metrics, plain(cfg.get("attack")), best, data_name(cfg), notes=notes)
             else:
                 write_json(output_dir(cfg) / "metrics.json", {"metrics": metrics, "ckpt_path": best})
             print(f"best checkpoint: {best}")

@@ -6,10 +6,15 @@ Usage (DESIGN.md contract 2)::
     x_adv = attack(model, x, y)                  # x in [0, 1], y (N,) or (N, H, W)
     x_adv, trace = PGD(eps=8 / 255, steps=20, trace=True)(model, x, y)
 
-``__all__`` lists exactly the attack classes that optimise against the model they are given
-(the contract tests parametrise over it); the base classes, :class:`AttackTrace`,
-:func:`build_attack`, :class:`DeformationAttack` and :class:`AdvGANAttack` (trained generators,
-applied from their checkpoints; each tested in its own file) are importable from here too.
+Where things are: single attacks at the top (gradient: FGSM, BIM, PGD, PGDL2, APGD, SegPGD,
+CosPGD, C&W, FAB; score-based: Square), the ensembles that report the worst case in
+``ensembles/`` (AutoAttack, SEA), the attacks applied from a trained generator in ``generative/``
+(AdvGAN, the VAE-GAN deformation), SNAP's region attack in ``patch/``, and what they are all built
+from in ``core/``.
+
+``__all__`` lists exactly the single attacks that optimise against the model they are given (the
+contract tests parametrise over it); the base classes, :class:`AttackTrace`, :func:`build_attack`,
+the ensembles and the generator attacks (each tested in its own file) are importable from here too.
 """
 
 from __future__ import annotations
@@ -18,22 +23,28 @@ from collections.abc import Mapping
 
 from hydra.utils import instantiate
 
+from advmed.attacks.apgd import APGD
+from advmed.attacks.bim import BIM
+from advmed.attacks.core.base import Attack as Attack
+from advmed.attacks.core.iterative import IterativeAttack as IterativeAttack
+from advmed.attacks.core.result import AttackResult as AttackResult
+from advmed.attacks.core.trace import AttackTrace as AttackTrace
+from advmed.attacks.cospgd import CosPGD
+from advmed.attacks.cw import CW
+from advmed.attacks.ensembles.autoattack import AutoAttack as AutoAttack
+from advmed.attacks.ensembles.sea import SEA as SEA
+from advmed.attacks.fab import FAB
+from advmed.attacks.fgsm import FGSM
+
 # `X as X`: Attack, AttackResult, IterativeAttack and AttackTrace are public but stay out of __all__ (attack classes only).
 from advmed.attacks.generative.advgan import AdvGANAttack as AdvGANAttack
-from advmed.attacks.apgd import APGD
-from advmed.attacks.core.base import Attack as Attack
-from advmed.attacks.bim import BIM
-from advmed.attacks.cospgd import CosPGD
 from advmed.attacks.generative.deformation import DeformationAttack as DeformationAttack
-from advmed.attacks.fgsm import FGSM
 from advmed.attacks.inverse_fgsm import InverseFGSM
-from advmed.attacks.core.iterative import IterativeAttack as IterativeAttack
+from advmed.attacks.patch.snap import SNAP
 from advmed.attacks.pgd import PGD
 from advmed.attacks.pgd_l2 import PGDL2
-from advmed.attacks.core.result import AttackResult as AttackResult
 from advmed.attacks.segpgd import SegPGD
-from advmed.attacks.patch.snap import SNAP
-from advmed.attacks.core.trace import AttackTrace as AttackTrace
+from advmed.attacks.square import Square
 
 __all__ = [
     "FGSM",
@@ -45,6 +56,9 @@ __all__ = [
     "SegPGD",
     "CosPGD",
     "APGD",
+    "FAB",
+    "CW",
+    "Square",
 ]
 
 

@@ -4,29 +4,40 @@ Written by hand: no maintained library offers APGD as an advmed attack (model gi
 time, per-sample losses, segmentation through the shared objective, the few-class cases of
 medical data). The reference implementation (fra31/auto-attack, ``autopgd_base.py``) and
 ``torchattacks.APGD`` were read for the defaults; where they differ from the paper's
-Algorithm 1, this module follows the paper (see :class:`APGD`, "Differences").
+Algorithm 1, this module follows the paper (see :class:`APGD`, "Differences"). The loop of one
+run lives in :mod:`advmed.attacks.core.apgd_loop`, shared with SEA.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from advmed.attacks.core.apgd_loop import FLOOR, Iterate, apgd_run, loss_and_gradient, per_sample_norm, rows
+from advmed.attacks.core.apgd_loop import checkpoints as checkpoints  # public here too (tests, docs)
 from advmed.attacks.core.base import Attack
 from advmed.attacks.core.batch import AttackBatch
 from advmed.attacks.core.margin_losses import (
+    FEW_CLASS_STAND_INS,
     dlr_loss,
+    loss_for_classes,
     margin_loss,
     target_classes,
     targeted_ce_loss,
     targeted_dlr_loss,
 )
 from advmed.attacks.core.result import AttackResult
-from advmed.attacks.core.validation import as_float, check_count, check_seed, check_steps, looks_like_probabilities
+from advmed.attacks.core.trace import AttackTrace, segmentation_scores
+from advmed.attacks.core.validation import (
+    as_float,
+    check_count,
+    check_seed,
+    check_steps,
+    looks_like_probabilities,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,34 +45,6 @@ log = logging.getLogger(__name__)
 OBJECTIVE_LOSSES = ("ce", "dice")
 DLR_LOSSES = ("dlr", "dlr-targeted")
 NORMS = ("linf", "l2")
-# Weight of the new gradient step against the previous move (paper Sec. 3.2: alpha = 0.75).
-MOMENTUM = 0.75
-# The first step size is 2 * eps (paper Sec. 3.2): large enough to cross the whole ball early on.
-INITIAL_STEP = 2.0
-# Keeps the DLR quotients and the normalised directions finite (the paper's and the original's 1e-12).
-_FLOOR = 1e-12
-# The fewest classes each DLR loss is defined for: it reads the 3rd (untargeted) or 4th (targeted) logit.
-DLR_MIN_CLASSES = {"dlr": 3, "dlr-targeted": 4}
-
-
-def checkpoints(steps: int) -> list[int]:
-    """The iterations ``w_1 < w_2 < ... <= steps`` at which APGD checks its step size (Croce &
-    Hein 2020, Sec. 3.2): ``w_j = ceil(p_j * steps)`` with ``p_0 = 0``, ``p_1 = 0.22`` and
-    ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``; for 100 steps 22, 41, 57, 70, 80, 87, 93, 99.
-
-    Computed in hundredths: in floats 0.22 + 0.19 is 0.41000000000000003 and its checkpoint
-    would be 42, not 41. Equal checkpoints of short runs are merged (an empty interval has
-    nothing to judge).
-    """
-    steps = check_steps(steps)
-    out: list[int] = []
-    prev, cur = 0, 22
-    while cur <= 100:
-        w = -(-cur * steps // 100)  # ceil(cur / 100 * steps) in integers
-        if not out or w > out[-1]:
-            out.append(w)
-        prev, cur = cur, cur + max(cur - prev - 3, 6)
-    return out
 
 
 # The classification losses APGD adds, as functions of (logits, y, target).
@@ -73,14 +56,72 @@ _OWN_LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
 }
 
 
-def _per_sample_norm(t: Tensor) -> Tensor:
-    # Over (C, H, W) without flattening, so channels_last tensors are not copied.
-    return torch.linalg.vector_norm(t, dim=(1, 2, 3), keepdim=True)
+def _scores(logits: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """A trace row's fields for these logits (as :class:`AttackTrace` defines them)."""
+    if logits.ndim == 2:
+        confidence, pred = logits.float().softmax(1).max(1)
+        return {"pred": pred, "confidence": confidence}
+    dice, pixel_acc = segmentation_scores(logits.argmax(1), y, logits.shape[1])
+    return {"dice": dice, "pixel_acc": pixel_acc}
 
 
-def _rows(mask: Tensor) -> Tensor:
-    """A per-sample bool ``(n,)`` shaped to broadcast over ``(n, C, H, W)``."""
-    return mask.view(-1, 1, 1, 1)
+def _pick(mask: Tensor, a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: torch.where(mask, a[k], b[k]) for k in a}
+
+
+class _KeptTrace:
+    """APGD's trace: after every iteration of every run, the scores of the result the call would
+    return if it ended there (computed from the logits the loop has anyway)."""
+
+    def __init__(self, y: Tensor, clean: Tensor):
+        self.y = y
+        self.clean = _scores(clean, y)
+        self.out = self.clean  # the call's result so far: x itself
+        self.rows: list[dict[str, Tensor]] = []
+
+    def observe(self, it: Iterate, run: _Run, better_fool: Tensor | None) -> None:
+        cur = _scores(it.logits, self.y[run.idx])
+        if it.step == 0:  # the start is a candidate; rows come after steps
+            self.best, self.fool = cur, cur
+            return
+        self.best = _pick(it.better, cur, self.best)
+        self.fool = _pick(better_fool, cur, self.fool)
+        # The rule _perturb applies when the run ends, applied after this iteration.
+        improved = ~run.fooled & (it.best_loss > run.out_loss)
+        out = {k: v[run.idx] for k, v in self.out.items()}
+        kept = _pick(run.fooled, self.fool, _pick(improved, self.best, out))
+        self.rows.append({k: v.index_copy(0, run.idx, kept[k]) for k, v in self.out.items()})
+
+    def end_run(self) -> None:
+        self.out = self.rows[-1]
+
+    def finish(self, k: int) -> AttackTrace:
+        self.rows.extend([self.out] * (k - len(self.rows)))  # runs skipped: every sample fooled
+        fields = {name: torch.stack([row[name] for row in self.rows]) for name in self.out}
+        fields.update({f"clean_{name}": v for name, v in self.clean.items()})
+        return AttackTrace(**fields)
+
+
+class _Run:
+    """The observer of one run on the samples ``idx``: keeps each sample's highest-loss fooled
+    iterate (and feeds the trace)."""
+
+    def __init__(self, batch: AttackBatch, idx: Tensor, out_loss: Tensor, trace: _KeptTrace | None):
+        self.batch, self.idx, self.out_loss, self.trace = batch, idx, out_loss, trace
+
+    def __call__(self, it: Iterate) -> None:
+        now = self.batch.fooled(it.logits, self.idx)
+        better_fool = None
+        if it.step == 0:
+            self.fooled = now
+            self.x_fool, self.fool_loss = it.x, torch.where(now, it.loss, float("-inf"))
+        else:
+            better_fool = now & (it.loss > self.fool_loss)
+            self.x_fool = torch.where(rows(better_fool), it.x, self.x_fool)
+            self.fool_loss = torch.where(better_fool, it.loss, self.fool_loss)
+            self.fooled = self.fooled | now
+        if self.trace is not None:
+            self.trace.observe(it, self, better_fool)
 
 
 class APGD(Attack):
@@ -114,6 +155,18 @@ class APGD(Attack):
     highest-loss fooled iterate of the run that fooled it (x itself when the clean input is
     fooled), else the highest-loss point seen (the clean input included).
 
+    Trace (``trace=True``; the call returns ``(x_adv, trace)``): the iterations of all runs are
+    counted in order (each target's restarts, target after target), ``k = steps * n_restarts *
+    number of targets`` rows; row ``j`` holds, per sample, the prediction and confidence
+    (classification) or the Dice and pixel accuracy (segmentation) of the result the call would
+    return had it ended after its ``(j + 1)``-th iteration — the kept result, by the rule above,
+    not the raw iterate. So a success-vs-iterations curve reads ``trace.pred != y`` row by row: a
+    sample counts as fooled from the first iterate that fools it, and the last row is the
+    prediction on the returned ``x_adv``. Samples not in a run (fooled before it) repeat their
+    value; the rows of runs skipped because every sample was fooled repeat the last row. The
+    rows come from the forwards the loop does anyway (no extra forward); with ``eot_iter > 1``
+    from the last of each iteration's passes.
+
     Args:
         eps: budget; L-inf: in [0, 1]; L2: a radius >= 0 in [0, 1]-pixel units over (C, H, W).
         norm: ``"Linf"`` or ``"L2"`` (case-insensitive; stored as ``"linf"`` / ``"l2"``).
@@ -130,6 +183,12 @@ class APGD(Attack):
             None: the global RNG.
         fooled_fraction: in (0, 1]; the segmentation threshold above. The default 1.0 keeps
             raising the loss of every image that still has a correct pixel.
+        eot_iter: Expectation over Transformation (Athalye et al. 2018): each iteration's
+            gradient is the mean over ``eot_iter`` forward/backward passes, for randomised
+            models (AutoAttack's ``version="rand"`` uses 20); 1: one pass (deterministic
+            models). The loss and prediction of an iteration are those of its last pass, as in
+            the reference. Costs ``eot_iter`` times the passes.
+        trace: also return the :class:`AttackTrace` described above.
         Other keyword args (targeted, target_class, loss_classes, amp_dtype, channels_last):
             see :class:`Attack`.
 
@@ -165,6 +224,8 @@ class APGD(Attack):
         random_start: bool = True,
         seed: int | None = 0,
         fooled_fraction: float = 1.0,
+        eot_iter: int = 1,
+        trace: bool = False,
         **common,
     ):
         norm_name = str(norm).lower()
@@ -197,6 +258,8 @@ class APGD(Attack):
         self.fooled_fraction = as_float("fooled_fraction", fooled_fraction)
         if not 0 < self.fooled_fraction <= 1:
             raise ValueError(f"fooled_fraction must be in (0, 1], got {self.fooled_fraction:g}")
+        self.eot_iter = check_count("eot_iter", eot_iter)
+        self.trace = bool(trace)
         # What replaced a DLR loss in the last call, {asked: used} (empty when nothing was replaced).
         self.substitutions: dict[str, str] = {}
         self._warned: set[str] = set()  # each warning once per attack, not once per batch
@@ -210,6 +273,7 @@ class APGD(Attack):
         used = self._resolve_loss(clean.shape[1])
         targets = self._targets(batch, clean, used)
         gen = torch.Generator(device=x.device).manual_seed(self.seed) if self.seed is not None else None
+        trace = _KeptTrace(batch.y, clean) if self.trace else None
 
         fooled = batch.fooled(clean, None)
         x_out = x.clone()  # never the caller's storage
@@ -223,15 +287,18 @@ class APGD(Attack):
                 idx = everyone[~fooled]
                 if idx.numel() == 0:
                     break
-                loss_fn = self._loss_fn(batch, used, idx, target)
-                x_max, f_max, x_fool, run_fooled = self._run(batch, idx, loss_fn, gen)
+                run = _Run(batch, idx, out_loss[idx], trace)
+                x_max, f_max = self._run(batch, idx, self._loss_fn(batch, used, idx, target), gen, run)
                 # Fooled: the run's highest-loss fooled iterate; else the best point if it beats the last.
-                improved = ~run_fooled & (f_max > out_loss[idx])
-                kept = torch.where(_rows(improved), x_max, x_out[idx])
-                x_out.index_copy_(0, idx, torch.where(_rows(run_fooled), x_fool, kept))
+                improved = ~run.fooled & (f_max > out_loss[idx])
+                kept = torch.where(rows(improved), x_max, x_out[idx])
+                x_out.index_copy_(0, idx, torch.where(rows(run.fooled), run.x_fool, kept))
                 out_loss[idx] = torch.where(improved, f_max, out_loss[idx])
-                fooled[idx] = run_fooled
-        return AttackResult(x_out)
+                fooled[idx] = run.fooled
+                if trace is not None:
+                    trace.end_run()
+        k = self.steps * self.n_restarts * len(targets)
+        return AttackResult(x_out, None if trace is None else trace.finish(k))
 
     def _check_output(self, clean: Tensor) -> None:
         if looks_like_probabilities(clean):
@@ -249,16 +316,18 @@ class APGD(Attack):
     def _resolve_loss(self, k: int) -> str:
         """The loss APGD ascends with ``k`` classes: the one asked for, or its few-class stand-in."""
         asked = "dlr-targeted" if (self.loss == "dlr" and self.targeted) else self.loss
-        used = asked
-        if asked in DLR_MIN_CLASSES and k < DLR_MIN_CLASSES[asked]:
-            used = "margin" if asked == "dlr" else "ce-targeted"
+        used = loss_for_classes(asked, k)
+        if used != asked:
             self._warn_once(
                 f"{asked}->{used}",
-                f"APGD: loss {asked!r} needs >= {DLR_MIN_CLASSES[asked]} classes but the model has {k}: "
+                f"APGD: loss {asked!r} needs >= {FEW_CLASS_STAND_INS[asked][0]} classes but the model has {k}: "
                 f"using {used!r} instead ({'max_(i != y) z_i - z_y' if used == 'margin' else '-CE(z, target)'})",
             )
         self.substitutions = {asked: used} if used != asked else {}
         return used
+
+    def report_notes(self, metrics: dict[str, float]) -> list[str]:
+        return [f"loss {a!r} is undefined for this model's classes; {u!r} was used" for a, u in self.substitutions.items()]
 
     def _targets(self, batch: AttackBatch, clean: Tensor, used: str) -> list[Tensor | None]:
         """One entry per group of runs: the target labels ``(N,)`` of each APGD-T run, the given
@@ -273,7 +342,8 @@ class APGD(Attack):
         self, batch: AttackBatch, used: str, idx: Tensor | None, target: Tensor | None
     ) -> Callable[[Tensor], Tensor]:
         """The per-sample loss ``(n,)`` of the samples ``idx`` (all when None) as a function of
-        their logits."""
+        their logits. Not AttackBatch.gradient's objective: the DLR losses need the true labels
+        and the run's targets together, which its call ``(logits, ref, weight)`` cannot carry."""
         def pick(t: Tensor | None) -> Tensor | None:
             return t if t is None or idx is None else t[idx]
 
@@ -297,64 +367,26 @@ class APGD(Attack):
     # ------------------------------------------------------------------ one run (Algorithm 1)
 
     def _run(
-        self, batch: AttackBatch, idx: Tensor, loss_fn: Callable[[Tensor], Tensor], gen: torch.Generator | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One APGD run on the samples ``idx``: (best point, best loss, highest-loss fooled
-        iterate, fooled), per sample. Every tensor is indexed like ``idx``."""
+        self,
+        batch: AttackBatch,
+        idx: Tensor,
+        loss_fn: Callable[[Tensor], Tensor],
+        gen: torch.Generator | None,
+        observe: _Run,
+    ) -> tuple[Tensor, Tensor]:
+        """One APGD run on the samples ``idx`` from a fresh start: (best point, best loss), per
+        sample, indexed like ``idx``; ``observe`` keeps the fooled iterates."""
         x = batch.x[idx]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.norm == "linf":
-            # Clipping to [max(x - eps, 0), min(x + eps, 1)] is the projection onto ball and box.
-            lo, hi = (x - self.eps).clamp_(min=0), (x + self.eps).clamp_(max=1)
-        x_cur = self._start(x, gen)
-        logits, loss, grad = self._loss_grad(batch, x_cur, loss_fn)
-        fooled = batch.fooled(logits, idx)
-        x_max, f_max, g_max = x_cur, loss, grad
-        x_fool, fool_loss = x_cur, torch.where(fooled, loss, float("-inf"))
-        step = torch.full((x.shape[0], 1, 1, 1), INITIAL_STEP * self.eps, dtype=x.dtype, device=x.device)
 
-        x_prev, prev_loss = x_cur, loss
-        rises = torch.zeros_like(loss)  # steps since the last checkpoint where the loss rose (condition 1)
-        halved_last = torch.zeros_like(fooled)  # halved at the last checkpoint (condition 2)
-        best_last = f_max  # best loss at the last checkpoint (condition 2)
-        marks, last_mark = set(checkpoints(self.steps)), 0
-        for k in range(self.steps):
-            # The first step is a plain projected step (alpha = 1; x_prev = x_cur makes the momentum 0).
-            alpha = MOMENTUM if k > 0 else 1.0
-            if self.norm == "linf":
-                z = torch.clamp(x_cur + step * grad.sign(), lo, hi)
-                x_new = torch.clamp(x_cur + (z - x_cur) * alpha + (x_cur - x_prev) * (1 - alpha), lo, hi)
-            else:
-                z = self._project_l2(x_cur + step * grad / (_per_sample_norm(grad) + _FLOOR), x)
-                x_new = self._project_l2(x_cur + (z - x_cur) * alpha + (x_cur - x_prev) * (1 - alpha), x)
-            x_prev, x_cur = x_cur, x_new
-            logits, loss, grad = self._loss_grad(batch, x_cur, loss_fn)
+        def evaluate(point: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            return loss_and_gradient(batch.model, point, loss_fn, amp_dtype=self.amp_dtype, eot_iter=self.eot_iter)
 
-            rises += loss > prev_loss
-            prev_loss = loss
-            better = loss > f_max
-            x_max = torch.where(_rows(better), x_cur, x_max)
-            g_max = torch.where(_rows(better), grad, g_max)
-            f_max = torch.where(better, loss, f_max)
-            now = batch.fooled(logits, idx)
-            better_fool = now & (loss > fool_loss)
-            x_fool = torch.where(_rows(better_fool), x_cur, x_fool)
-            fool_loss = torch.where(better_fool, loss, fool_loss)
-            fooled = fooled | now
-
-            if k + 1 in marks:
-                oscillating = rises < self.rho * (k + 1 - last_mark)
-                stalled = ~halved_last & (f_max <= best_last)
-                halve = oscillating | stalled
-                step = torch.where(_rows(halve), step / 2, step)
-                # Restart the halved samples from their best point (its gradient is kept: no extra pass).
-                x_cur = torch.where(_rows(halve), x_max, x_cur)
-                grad = torch.where(_rows(halve), g_max, grad)
-                prev_loss = torch.where(halve, f_max, prev_loss)
-                halved_last, best_last, last_mark = halve, f_max, k + 1
-                rises = torch.zeros_like(rises)
-        return x_max, f_max, x_fool, fooled
+        return apgd_run(
+            x, self._start(x, gen), evaluate, eps=self.eps, norm=self.norm, steps=self.steps, rho=self.rho,
+            observe=observe,
+        )
 
     def _start(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
         """A random point on the surface of the eps-ball around ``x`` (as the original), in [0, 1]."""
@@ -364,34 +396,8 @@ class APGD(Attack):
         noise = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         if self.norm == "linf":
             noise.uniform_(0, 1, generator=gen).mul_(2).sub_(1)
-            scale = noise.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(_FLOOR)
+            scale = noise.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(FLOOR)
         else:
             noise.normal_(generator=gen)
-            scale = _per_sample_norm(noise) + _FLOOR
+            scale = per_sample_norm(noise) + FLOOR
         return torch.add(x, self.eps * noise / scale).clamp_(0, 1)
-
-    def _project_l2(self, v: Tensor, x: Tensor) -> Tensor:
-        """Onto the L2 ball of radius eps around ``x``, then onto [0, 1] (as the original: the
-        clip only moves coordinates toward ``x``, so the result stays inside the ball)."""
-        delta = v - x
-        factor = (self.eps / _per_sample_norm(delta).clamp_min(_FLOOR)).clamp_(max=1)
-        return (x + delta * factor).clamp_(0, 1)
-
-    def _loss_grad(
-        self, batch: AttackBatch, x: Tensor, loss_fn: Callable[[Tensor], Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits, per-sample loss and its input gradient at ``x``. Not AttackBatch.gradient: the
-        DLR losses need the true labels and the run's targets together, which its objective call
-        ``(logits, ref, weight)`` cannot carry."""
-        leaf = x.detach().requires_grad_(True)
-        autocast = (
-            torch.autocast(x.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
-            logits = batch.model(leaf)
-        loss = loss_fn(logits)
-        # Input gradient only: autograd skips every parameter gradient and never touches .grad.
-        (grad,) = torch.autograd.grad(loss.sum(), leaf)
-        return logits.detach(), loss.detach(), grad

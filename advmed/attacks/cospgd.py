@@ -41,12 +41,12 @@ class CosPGDObjective(AttackObjective):
 
 class CosPGD(PixelWeightedPGD):
     """CosPGD (Agnihotri et al., ICML 2024, "CosPGD: an efficient white-box adversarial attack
-    for pixel-wise prediction tasks"): L-inf PGD on the per-pixel cross-entropy scaled by the
-    cosine similarity between the model's class distribution at that pixel and the one-hot
-    label, recomputed at every step on the current iterate and detached (a weight, not a term
-    to differentiate). Pixels the model still gets right with confidence weigh close to 1;
-    pixels already fooled weigh little, so the budget goes to the pixels that are not yet
-    fooled, smoothly, instead of SegPGD's hard split.
+    for pixel-wise prediction tasks"): PGD (L-inf, or L2 with ``norm="L2"``) on the per-pixel
+    cross-entropy scaled by the cosine similarity between the model's class distribution at that
+    pixel and the one-hot label, recomputed at every step on the current iterate and detached (a
+    weight, not a term to differentiate). Pixels the model still gets right with confidence
+    weigh close to 1; pixels already fooled weigh little, so the budget goes to the pixels that
+    are not yet fooled, smoothly, instead of SegPGD's hard split.
 
     The variant is the paper's semantic-segmentation one: softmax of the logits against the
     one-hot label, as the authors' code does (``cospgd_scale(..., one_hot=True)`` in
@@ -63,18 +63,24 @@ class CosPGD(PixelWeightedPGD):
     descends the weighted CE to the target (as the authors' code does).
 
     Classification (``y`` of shape ``(N,)``): each image is one "pixel", the weight a positive
-    per-image scale that the sign step removes: CosPGD is then exactly PGD (documented, not an
-    error).
+    per-image scale that the sign step (L2: the normalised gradient) removes: CosPGD is then
+    exactly PGD (PGD-L2) (documented, not an error).
 
-    Only the L-inf attack is here; the paper's L2 variant is PGD-L2's step on the same objective.
+    The paper's L2 variant (``norm="L2"``) is PGD-L2's step on the same objective,
+    ``x <- Proj(x + alpha * g / ||g||_2)`` with the projection onto the L2 ball, then [0, 1], as
+    the authors' ``step_l2``. Its random start is PGD-L2's (a random direction at a uniform
+    radius in [0, eps]); the authors' ``init_l2`` puts ``U(-1, 1)`` noise on the sphere of
+    radius eps.
 
     Args:
-        eps: L-inf budget in [0, 1].
+        eps: budget; L-inf: in [0, 1]; L2: a radius >= 0 in [0, 1]-pixel units over (C, H, W).
         alpha: step size; None: PGD's ``2.5 * eps / steps``, so overriding ``eps`` or ``steps``
             alone keeps a sensible step; set it explicitly to reproduce a paper's setting (the
             authors' scripts default to eps = 0.03, alpha = 0.01).
         steps: iterations.
-        random_start: start from ``x + U(-eps, eps)`` clipped to [0, 1] (as the authors' code).
+        random_start: L-inf: start from ``x + U(-eps, eps)`` (as the authors' code); L2: see
+            above; clipped to [0, 1].
+        norm: ``"Linf"`` or ``"L2"`` (case-insensitive; stored as ``"linf"`` / ``"l2"``).
         seed: seeds the random start (see :class:`PGD`).
         Other keyword args: see :class:`IterativeAttack` and :class:`Attack`; ``loss`` must be
             ``"ce"`` (CosPGD defines its own scaled cross-entropy).
@@ -83,6 +89,7 @@ class CosPGD(PixelWeightedPGD):
 
         attack = CosPGD(eps=8 / 255, alpha=0.01, steps=20)
         x_adv = attack(unet, x, y)                      # y: (N, H, W)
+        x_adv = CosPGD(eps=1.0, steps=20, norm="L2")(unet, x, y)
     """
 
     WEIGHTING = "scales"

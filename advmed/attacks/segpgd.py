@@ -53,11 +53,11 @@ class SegPGDObjective(AttackObjective):
 
 class SegPGD(PixelWeightedPGD):
     """SegPGD (Gu et al., ECCV 2022, "SegPGD: An Effective and Efficient Adversarial Attack for
-    Evaluating and Boosting Segmentation Robustness"): L-inf PGD on a per-pixel cross-entropy
-    that weighs correctly classified pixels by ``1 - lambda_t`` and misclassified ones by
-    ``lambda_t``, ``lambda_t = t / (2T)`` at iteration ``t = 0..T-1`` (paper Sec. 3 and Alg. 1,
-    which count ``t = 1..T`` and write ``(t - 1) / (2T)``). Early steps push the pixels that
-    are still right; later ones also keep the fooled pixels fooled, instead of piling up loss
+    Evaluating and Boosting Segmentation Robustness"): PGD (L-inf, or L2 with ``norm="L2"``) on
+    a per-pixel cross-entropy that weighs correctly classified pixels by ``1 - lambda_t`` and
+    misclassified ones by ``lambda_t``, ``lambda_t = t / (2T)`` at iteration ``t = 0..T-1``
+    (paper Sec. 3 and Alg. 1, which count ``t = 1..T`` and write ``(t - 1) / (2T)``). Early
+    steps push the pixels that are still right; later ones also keep the fooled pixels fooled, instead of piling up loss
     on pixels that are already wrong, which plain PGD's mean CE rewards most (the CE of a
     wrong pixel grows without bound).
 
@@ -72,17 +72,23 @@ class SegPGD(PixelWeightedPGD):
     authors' public code does).
 
     Classification (``y`` of shape ``(N,)``): each image is one "pixel". The weight is then a
-    per-image positive scale, which the sign step removes, so SegPGD is PGD except that at
-    ``t = 0`` (``lambda_0 = 0``) an image already misclassified at the start gets no gradient and
-    keeps its start point for that step. Meant for segmentation; this is the documented
-    degenerate case, not an error.
+    per-image positive scale, which the sign step (L2: the normalised gradient) removes, so
+    SegPGD is PGD (PGD-L2) except that at ``t = 0`` (``lambda_0 = 0``) an image already
+    misclassified at the start gets no gradient and keeps its start point for that step. Meant
+    for segmentation; this is the documented degenerate case, not an error.
+
+    Under an L2 budget (``norm="L2"``) each step is PGD-L2's,
+    ``x <- Proj(x + alpha * g / ||g||_2)``, on the same weighted loss (the paper runs L-inf; the
+    weighting does not depend on the budget).
 
     Args:
-        eps: L-inf budget in [0, 1].
+        eps: budget; L-inf: in [0, 1]; L2: a radius >= 0 in [0, 1]-pixel units over (C, H, W).
         alpha: step size; None: PGD's ``2.5 * eps / steps``, so overriding ``eps`` or ``steps``
             alone keeps a sensible step; set it explicitly to reproduce a paper's setting.
         steps: iterations ``T``; the schedule lambda_t depends on it.
-        random_start: start from ``x + U(-eps, eps)`` clipped to [0, 1], as PGD.
+        random_start: L-inf: start from ``x + U(-eps, eps)``, as PGD; L2: from a random direction
+            at a uniform radius in [0, eps], as PGD-L2; clipped to [0, 1].
+        norm: ``"Linf"`` or ``"L2"`` (case-insensitive; stored as ``"linf"`` / ``"l2"``).
         seed: seeds the random start (see :class:`PGD`).
         Other keyword args: see :class:`IterativeAttack` and :class:`Attack`; ``loss`` must be
             ``"ce"`` (SegPGD defines its own weighted cross-entropy).
@@ -91,6 +97,7 @@ class SegPGD(PixelWeightedPGD):
 
         attack = SegPGD(eps=8 / 255, alpha=2 / 255, steps=20)
         x_adv = attack(unet, x, y)                      # y: (N, H, W)
+        x_adv = SegPGD(eps=1.0, steps=20, norm="L2")(unet, x, y)
         ignored = y == 255                              # an ignore label kept out of the loss
         x_adv = attack(unet, x, y.masked_fill(ignored, 0), mask=~ignored)
     """

@@ -18,8 +18,8 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from advmed.attacks.generative.advgan import mean_abs_noise
 from advmed.attacks.core.result import AttackResult
+from advmed.attacks.generative.advgan import mean_abs_noise
 from advmed.losses.advgan import AdvGANLoss
 from advmed.metrics.attack_success import AttackSuccessRate
 from advmed.metrics.robustness import AdversarialClassificationMetrics

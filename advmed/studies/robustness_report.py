@@ -81,8 +81,12 @@ def write_report(
     ckpt_path: str | None,
     data_name: str,
     image_file: str | None = "adversarial_examples.png",
+    notes: list[str] | None = None,
 ) -> Path:
-    """Write ``report.md`` and ``metrics.json`` into ``output_dir`` (atomically) and return the report path."""
+    """Write ``report.md`` and ``metrics.json`` into ``output_dir`` (atomically) and return the report
+    path. ``notes``: what the attack says a reader must know (``Attack.report_notes``: losses it
+    substituted, signs of gradient masking), listed under the table and kept in metrics.json."""
+    notes = list(notes or [])
     output_dir = Path(output_dir)
     attack = describe_attack(attack_cfg)
     lines = [
@@ -94,6 +98,8 @@ def write_report(
         "",
         markdown_table(["metric", "value"], robustness_rows(metrics)),
     ]
+    if notes:
+        lines += ["## Notes on the attack", "", *(f"- {note}" for note in notes), ""]
     columns, rows = per_class_rows(metrics)
     if rows:
         lines += ["## Per class", "", markdown_table(columns, rows),
@@ -104,7 +110,8 @@ def write_report(
                   "(natively misclassified images are excluded, as in the PGD attack-success study).", ""]
     if image_file and (output_dir / image_file).is_file():
         lines += ["## Examples", "", f"![adversarial examples]({image_file})", ""]
-    write_json(output_dir / "metrics.json", {"metrics": metrics, "attack": attack_cfg, "ckpt_path": ckpt_path, "data": data_name})
+    write_json(output_dir / "metrics.json",
+               {"metrics": metrics, "attack": attack_cfg, "ckpt_path": ckpt_path, "data": data_name, "notes": notes})
     return write_text(output_dir / "report.md", "\n".join(lines))
 
 

@@ -111,14 +111,19 @@ FAST_ARGS: dict[str, dict] = {
     # No random start by default: the generic masked-loss test needs untouched far pixels
     # (test_apgd.py covers the random start).
     "APGD": {"steps": 3, "random_start": False},
+    # Two runs of 10 steps from c = 1: enough to fool the tiny classifier within eps = 0.5.
+    "CW": {"steps": 10, "binary_search_steps": 2, "c": 1.0},
+    # Two restarts, so the seeded random restart runs in the contract tests too.
+    "FAB": {"steps": 5, "n_restarts": 2},
+    "Square": {"n_queries": 20},
 }
 
 
 # attacks with random draws and a `seed` argument
-SEEDED = (attacks.PGD, attacks.PGDL2, attacks.SNAP, attacks.SegPGD, attacks.CosPGD, attacks.APGD)
+SEEDED = (attacks.PGD, attacks.PGDL2, attacks.SNAP, attacks.SegPGD, attacks.CosPGD, attacks.APGD, attacks.Square, attacks.FAB)
 # Attacks defined for classification logits (N, K) only: the segmentation contract tests skip
 # them, and each one's own test file checks that it refuses segmentation logits with a clear error.
-CLASSIFICATION_ONLY: tuple[type, ...] = ()
+CLASSIFICATION_ONLY: tuple[type, ...] = (attacks.Square, attacks.FAB, attacks.CW)
 # Segmentation attacks that define their own weighted per-pixel cross-entropy: they refuse loss='dice'.
 OWN_LOSS = (attacks.SegPGD, attacks.CosPGD)
 

@@ -1,6 +1,6 @@
 """APGD (Croce & Hein, ICML 2020, Alg. 1): its step-size schedule, its losses and their few-class
-stand-ins, parity with torchattacks, strength against PGD, the random start and the bad-input
-messages.
+stand-ins, parity with torchattacks, strength against PGD, the random start, the bad-input
+messages, the trace (rows = the kept result after each iteration of all runs) and EOT.
 
 The contract properties (range, budget, model mode, no parameter gradients, seeds, bf16,
 channels_last, segmentation, targeted) run on APGD in test_properties.py through
@@ -21,8 +21,10 @@ from torch import nn
 
 import advmed.attacks as attacks
 from advmed.attacks.apgd import checkpoints
+from advmed.attacks.core.apgd_loop import loss_and_gradient
 from advmed.attacks.core.base import Attack
 from advmed.attacks.core.margin_losses import dlr_loss, margin_loss, target_classes, targeted_dlr_loss
+from advmed.attacks.core.trace import segmentation_scores
 from advmed.attacks.core.validation import looks_like_probabilities
 from tests.attacks.conftest import NUM_CLASSES, _init_bn, budget, tiny_classifier
 from tests.conftest import CONFIG_DIR
@@ -199,6 +201,9 @@ def test_few_classes_substitute_the_loss_and_say_so(classes, loss, targeted, sub
         x_adv = attack(model, x, y, **kwargs)
         attack(model, x, y, **kwargs)  # a second batch: no second warning
     assert attack.substitutions == substituted
+    # The report carries what was substituted (advmed.evaluate writes report_notes under the table).
+    assert attack.report_notes({}) == [f"loss {a!r} is undefined for this model's classes; {u!r} was used"
+                                       for a, u in substituted.items()]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     if substituted:
         ((asked, used),) = substituted.items()
@@ -373,3 +378,134 @@ def test_apgd_ce_is_at_least_as_strong_as_pgd(tinted):
             acc_pgd = (model(pgd).argmax(1) == y).float().mean()
             acc_apgd = (model(apgd).argmax(1) == y).float().mean()
         assert 0 < acc_pgd < 1 and acc_apgd <= acc_pgd, (eps, acc_pgd, acc_apgd)
+
+
+# --------------------------------------------------------------------------- trace
+
+
+def _count_forwards(model):
+    calls = []
+    return calls, model.register_forward_pre_hook(lambda m, inp: calls.append(inp[0].shape[0]))
+
+
+def test_trace_rows_are_the_kept_result_after_each_iteration(tinted):
+    model, x, y = tinted
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:3] = (y[:3] + 1) % NUM_CLASSES  # three samples wrong on the clean input
+    steps = 12
+    calls, handle = _count_forwards(model)
+    x_adv, trace = APGD(eps=0.05, steps=steps, trace=True)(model, x, y)
+    handle.remove()
+    plain_calls, handle = _count_forwards(model)
+    plain = APGD(eps=0.05, steps=steps)(model, x, y)
+    handle.remove()
+    # Tracing neither changes the attack nor costs a forward: clean + start + one per step.
+    assert torch.equal(x_adv, plain) and len(calls) == len(plain_calls) == 1 + 1 + steps
+    assert isinstance(trace, attacks.AttackTrace) and trace.steps == steps
+    assert trace.pred.shape == (steps, 16) and trace.confidence.shape == (steps, 16) and trace.dice is None
+    with torch.no_grad():
+        clean, final = model(x).softmax(1), model(x_adv).softmax(1)
+    assert torch.equal(trace.clean_pred, clean.argmax(1))
+    assert torch.equal(trace.pred[-1], final.argmax(1))
+    assert torch.allclose(trace.confidence[-1], final.amax(1), atol=1e-5)
+    # The kept result of a fooled sample stays fooled: the success curve never falls.
+    fooled = (trace.pred != y).float()
+    assert (fooled[1:] >= fooled[:-1]).all() and fooled[-1, 3:].any()
+    # Samples wrong on the clean input are left alone: their rows are the clean prediction.
+    assert torch.equal(x_adv[:3], x[:3]) and (trace.pred[:, :3] == trace.clean_pred[:3]).all()
+
+
+def test_trace_counts_every_iteration_of_every_run(classifier, cls_batch):
+    x, y = cls_batch
+    with torch.no_grad():
+        y = classifier(x).argmax(1)  # all right on the clean input
+    steps, restarts = 3, 2
+    x_adv, trace = APGD(eps=0.3, steps=steps, n_restarts=restarts, loss="dlr-targeted", trace=True)(classifier, x, y)
+    # 3 targets (K - 1) x 2 restarts x 3 steps, runs skipped once every sample is fooled padded.
+    assert trace.steps == 3 * restarts * steps and trace.pred.shape == (18, 8)
+    with torch.no_grad():
+        assert torch.equal(trace.pred[-1], classifier(x_adv).argmax(1))
+
+
+def test_trace_row_j_is_the_highest_loss_point_after_step_j(segmenter, seg_batch):
+    """Segmentation, no image fully fooled (fooled_fraction 1): the kept result after iteration j
+    is the highest-loss point among the clean input, the start and the first j iterates; row j
+    holds its scores, replayed here from every forward's output."""
+    x, y = seg_batch
+    outputs = []
+    handle = segmenter.register_forward_hook(lambda m, inp, out: outputs.append(out.detach()))
+    x_adv, trace = APGD(eps=0.05, steps=8, trace=True)(segmenter, x, y)
+    handle.remove()
+    assert len(outputs) == 1 + 1 + 8  # clean, start, one per step
+    losses = torch.stack([F.cross_entropy(z, y, reduction="none").flatten(1).mean(1) for z in outputs])
+    best = torch.zeros(4, dtype=torch.long)  # the clean input
+    for j in range(1, 10):
+        best = torch.where(losses[j] > losses[best, torch.arange(4)], j, best)
+        if j >= 2:  # row j - 2 follows iteration j - 1
+            kept = torch.stack([outputs[b][i] for i, b in enumerate(best.tolist())])
+            dice, acc = segmentation_scores(kept.argmax(1), y, 3)
+            assert torch.equal(trace.dice[j - 2], dice) and torch.equal(trace.pixel_acc[j - 2], acc), j
+    assert len(set(trace.pixel_acc[:, 0].tolist())) > 1  # the rows do change
+
+
+def test_trace_for_segmentation_scores_the_returned_images(segmenter, seg_batch):
+    x, y = seg_batch
+    x_adv, trace = APGD(eps=0.05, steps=5, n_restarts=2, trace=True)(segmenter, x, y)
+    assert trace.pred is None and trace.dice.shape == (10, 4) and trace.pixel_acc.shape == (10, 4)
+    with torch.no_grad():
+        dice, acc = segmentation_scores(segmenter(x_adv).argmax(1), y, 3)
+        clean_dice, clean_acc = segmentation_scores(segmenter(x).argmax(1), y, 3)
+    assert torch.allclose(trace.dice[-1], dice) and torch.allclose(trace.pixel_acc[-1], acc)
+    assert torch.allclose(trace.clean_dice, clean_dice) and torch.allclose(trace.clean_pixel_acc, clean_acc)
+
+
+# --------------------------------------------------------------------------- EOT
+
+
+class NoisyModel(nn.Module):
+    """A randomised defence: Gaussian noise on the input inside forward, from the global RNG."""
+
+    def __init__(self, model, sigma=0.1):
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x):
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+def test_eot_gradient_is_the_mean_of_single_draws(classifier, cls_batch):
+    x, y = cls_batch
+    model = NoisyModel(classifier)
+
+    def loss(z):
+        return F.cross_entropy(z, y, reduction="none")
+
+    torch.manual_seed(7)
+    logits, _, averaged = loss_and_gradient(model, x, loss, eot_iter=4)
+    torch.manual_seed(7)  # the same draws, one pass at a time
+    singles = [loss_and_gradient(model, x, loss)[2] for _ in range(4)]
+    assert torch.allclose(averaged, torch.stack(singles).mean(0), atol=1e-7)
+    torch.manual_seed(7)
+    for _ in range(3):
+        torch.randn_like(x)
+    with torch.no_grad():  # logits and loss: those of the last pass (as the reference)
+        assert torch.allclose(logits, classifier(x + 0.1 * torch.randn_like(x)), atol=1e-6)
+
+    def spread(eot_iter):
+        torch.manual_seed(0)
+        grads = torch.stack([loss_and_gradient(model, x, loss, eot_iter=eot_iter)[2] for _ in range(24)])
+        return grads.var(0).sum()
+
+    assert spread(8) < spread(1) / 4  # the variance of a mean of 8 draws: about 1/8
+
+
+def test_eot_costs_passes_and_changes_nothing_on_a_deterministic_model(classifier, cls_batch):
+    x, y = cls_batch
+    calls, handle = _count_forwards(classifier)
+    twice = APGD(eps=0.05, steps=4, eot_iter=2)(classifier, x, y)
+    handle.remove()
+    assert len(calls) == 1 + 2 * (1 + 4)  # clean, then two passes for the start and each step
+    assert torch.equal(twice, APGD(eps=0.05, steps=4)(classifier, x, y))  # (g + g) / 2 == g exactly
+    with pytest.raises(ValueError, match=r"eot_iter must be an integer >= 1, got 0"):
+        APGD(eps=0.03, eot_iter=0)

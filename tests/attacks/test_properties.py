@@ -40,6 +40,9 @@ def test_all_lists_exactly_the_attack_classes():
         "SegPGD",
         "CosPGD",
         "APGD",
+        "FAB",
+        "CW",
+        "Square",
     ])
     assert all(issubclass(cls, attacks.Attack) for cls in ATTACKS)
 

@@ -20,6 +20,27 @@ def test_pgd_evaluation_report(trained_run, tmp_path):
     assert (tmp_path / "adversarial_examples.png").is_file()
 
 
+def test_autoattack_reports_each_attack_and_the_worst_case(trained_run, tmp_path):
+    """`attack=autoattack` (iterations and queries cut for the test): the robust accuracy after
+    each attack of the ensemble, never rising, the last one the report's adversarial accuracy,
+    and the notes on the attack in report.md and metrics.json."""
+    import json
+
+    from advmed.evaluate import evaluate
+
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    cfg = compose_config("evaluate", [*DATA, f"ckpt_path={ckpt}", "attack=autoattack", "attack.eps=0.05",
+                                      "attack.steps=3", "attack.n_queries=20"], tmp_path)
+    metrics = evaluate(cfg)
+    after = [metrics[f"test/acc_after_{name}"] for name in ("apgd_ce", "apgd_t", "fab_t", "square")]
+    assert metrics["test/acc"] >= after[0] and after == sorted(after, reverse=True)
+    assert after[-1] == pytest.approx(metrics["test/adv_acc"])
+    report = (tmp_path / "report.md").read_text()
+    assert "AutoAttack(" in report and "test/acc_after_fab_t" in report
+    notes = json.loads((tmp_path / "metrics.json").read_text())["notes"]
+    assert notes and "target class(es) per image" in notes[0] and notes[0] in report
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     from advmed.evaluate import evaluate
 

@@ -132,6 +132,12 @@ class Attack(abc.ABC):
     def _perturb(self, batch: AttackBatch) -> AttackResult:
         """The adversarial images for ``batch`` (and the trace when ``self.trace``)."""
 
+    def report_notes(self, metrics: dict[str, float]) -> list[str]:
+        """Lines a robustness report must carry beside the figures of this attack's test run
+        (``metrics``: the logged means, ``test/*``): what the attack substituted, what looks
+        unreliable. None by default."""
+        return []
+
     def __repr__(self) -> str:
         # Settings only: the objective and private call state (a loaded patch, warnings given) are not.
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "objective" and not k.startswith("_"))

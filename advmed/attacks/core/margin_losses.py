@@ -54,3 +54,15 @@ def target_classes(logits: Tensor, n: int) -> Tensor:
     runner-up class."""
     ranked = logits.float().argsort(1, descending=True)
     return ranked[:, 1 : min(n, logits.shape[1] - 1) + 1]
+
+
+# The fewest classes each DLR loss is defined for (it reads the 3rd or 4th largest logit), and
+# what stands in for it below that: the reference only warns; advmed substitutes and says so.
+FEW_CLASS_STAND_INS: dict[str, tuple[int, str]] = {"dlr": (3, "margin"), "dlr-targeted": (4, "ce-targeted")}
+
+
+def loss_for_classes(loss: str, num_classes: int) -> str:
+    """The loss an attack asked for ``loss`` ascends on a model with ``num_classes`` classes:
+    ``loss`` itself, or its stand-in from :data:`FEW_CLASS_STAND_INS` when it is undefined there."""
+    fewest, stand_in = FEW_CLASS_STAND_INS.get(loss, (0, loss))
+    return stand_in if num_classes < fewest else loss
