@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -196,3 +198,30 @@ def miou_and_pixel_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) 
         if union > 0:
             ious.append((((pred == c) & (y == c)).sum() / union).item())
     return sum(ious) / len(ious), (pred == y).float().mean().item()
+
+
+@functools.cache
+def tinted_classifier(n_test: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(model, x, y): the tiny classifier trained for 40 Adam steps to tell four colour tints of
+    noise apart (accurate, not robust; ~0.3 s), and ``n_test`` held-out 8 px images. Trained once
+    per process for each ``n_test`` (the held-out draw follows the 256 training images)."""
+    g = torch.Generator().manual_seed(0)
+
+    def data(n):
+        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+        tint = torch.full((n, 3), -0.1)  # class 3: darker; classes 0-2: one channel brighter
+        tint[y < 3] = 0.0
+        tint[y < 3, y[y < 3]] = 0.1
+        x = torch.rand(n, 3, 8, 8, generator=g) * 0.5 + 0.25
+        return (x + tint.view(n, 3, 1, 1)).clamp(0, 1), y
+
+    torch.manual_seed(0)
+    model = tiny_classifier()
+    x, y = data(256)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(40):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval().requires_grad_(False)
+    return (model, *data(n_test))

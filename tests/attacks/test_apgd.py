@@ -26,7 +26,7 @@ from advmed.attacks.core.base import Attack
 from advmed.attacks.core.margin_losses import dlr_loss, margin_loss, target_classes, targeted_dlr_loss
 from advmed.attacks.core.trace import segmentation_scores
 from advmed.attacks.core.validation import looks_like_probabilities
-from tests.attacks.conftest import NUM_CLASSES, _init_bn, budget, tiny_classifier
+from tests.attacks.conftest import NUM_CLASSES, _init_bn, budget, tinted_classifier, tiny_classifier
 from tests.conftest import CONFIG_DIR
 
 APGD = attacks.APGD
@@ -288,28 +288,8 @@ def test_config_lists_every_constructor_arg_and_builds():
 
 @pytest.fixture(scope="module")
 def tinted():
-    """(model, x, y): the tiny classifier trained for 40 Adam steps to tell four colour tints of
-    noise apart (accurate, not robust; ~0.3 s), and 16 held-out 8 px images."""
-    g = torch.Generator().manual_seed(0)
-
-    def data(n):
-        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-        tint = torch.full((n, 3), -0.1)  # class 3: darker; classes 0-2: one channel brighter
-        tint[y < 3] = 0.0
-        tint[y < 3, y[y < 3]] = 0.1
-        x = torch.rand(n, 3, 8, 8, generator=g) * 0.5 + 0.25
-        return (x + tint.view(n, 3, 1, 1)).clamp(0, 1), y
-
-    torch.manual_seed(0)
-    model = tiny_classifier()
-    x, y = data(256)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(40):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval().requires_grad_(False)
-    return (model, *data(16))
+    """The shared tinted-noise classifier (tests/attacks/conftest.py) and 16 held-out images."""
+    return tinted_classifier(16)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ import logging
 
 import pytest
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -22,7 +21,7 @@ import advmed.attacks as attacks
 from advmed.attacks.core.base import Attack
 from advmed.attacks.core.fab_projections import project_onto_hyperplane_in_box
 from advmed.attacks.core.margin_losses import target_classes
-from tests.attacks.conftest import NUM_CLASSES, budget, tiny_classifier
+from tests.attacks.conftest import NUM_CLASSES, budget, tinted_classifier, tiny_classifier
 from tests.conftest import CONFIG_DIR
 
 FAB = attacks.FAB
@@ -192,28 +191,8 @@ def test_targeted_linear_classifier_matches_the_linear_program():
 
 @pytest.fixture(scope="module")
 def tinted():
-    """(model, x, y): the tiny classifier trained for 40 Adam steps to tell four colour tints of
-    noise apart (accurate, not robust; ~0.3 s), and 16 held-out 8 px images (all classified right)."""
-    g = torch.Generator().manual_seed(0)
-
-    def data(n):
-        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-        tint = torch.full((n, 3), -0.1)  # class 3: darker; classes 0-2: one channel brighter
-        tint[y < 3] = 0.0
-        tint[y < 3, y[y < 3]] = 0.1
-        x = torch.rand(n, 3, 8, 8, generator=g) * 0.5 + 0.25
-        return (x + tint.view(n, 3, 1, 1)).clamp(0, 1), y
-
-    torch.manual_seed(0)
-    model = tiny_classifier()
-    x, y = data(256)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(40):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval().requires_grad_(False)
-    x, y = data(16)
+    """The shared tinted-noise classifier (tests/attacks/conftest.py) and 16 held-out images, all classified right."""
+    model, x, y = tinted_classifier(16)
     assert not _wrong(model, x, y).any()
     return model, x, y
 

@@ -14,14 +14,13 @@ import logging
 
 import pytest
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
 import advmed.attacks as attacks
 from advmed.attacks.core.base import Attack
 from advmed.attacks.square import _rectangles, p_schedule, square_bump
-from tests.attacks.conftest import NUM_CLASSES, budget, tiny_classifier
+from tests.attacks.conftest import NUM_CLASSES, budget, tinted_classifier
 from tests.conftest import CONFIG_DIR
 
 Square = attacks.Square
@@ -219,28 +218,8 @@ def test_masked_out_samples_are_left_alone():
 
 @pytest.fixture(scope="module")
 def tinted():
-    """(model, x, y): the tiny classifier trained for 40 Adam steps to tell four colour tints of
-    noise apart (accurate, not robust; ~0.3 s), and 32 held-out 8 px images."""
-    g = torch.Generator().manual_seed(0)
-
-    def data(n):
-        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-        tint = torch.full((n, 3), -0.1)
-        tint[y < 3] = 0.0
-        tint[y < 3, y[y < 3]] = 0.1
-        x = torch.rand(n, 3, 8, 8, generator=g) * 0.5 + 0.25
-        return (x + tint.view(n, 3, 1, 1)).clamp(0, 1), y
-
-    torch.manual_seed(0)
-    model = tiny_classifier()
-    x, y = data(256)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(40):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval().requires_grad_(False)
-    return (model, *data(32))
+    """The shared tinted-noise classifier (tests/attacks/conftest.py) and 32 held-out images."""
+    return tinted_classifier(32)
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("Linf", 0.1), ("L2", 2.0)])
