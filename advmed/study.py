@@ -28,6 +28,16 @@ quiet_library_noise()
 __all__ = ["run_pgd_study", "study"]
 
 
+def success_table(metrics: dict[str, float]) -> str:
+    """The success rates of :func:`run_pgd_study` as a markdown table: eps, PGD[, APGD-CE]."""
+    pgd = {k.rsplit("=", 1)[1]: v for k, v in metrics.items() if k.startswith("study/success_rate/")}
+    apgd = {k.rsplit("=", 1)[1]: v for k, v in metrics.items() if k.startswith("study/apgd_success_rate/")}
+    if not apgd:
+        return markdown_table(["eps", "attack success rate (PGD)"], [[eps, rate] for eps, rate in pgd.items()])
+    return markdown_table(["eps", "PGD success rate", "APGD-CE success rate"],
+                          [[eps, rate, apgd.get(eps)] for eps, rate in pgd.items()])
+
+
 def study(cfg: DictConfig) -> dict[str, float]:
     """Run the study of ``cfg.ckpt_path`` on the test split of ``cfg.data``; return the success rates."""
     settings = StudySettings.from_config(cfg.study)  # bad settings fail before anything loads
@@ -39,7 +49,7 @@ def study(cfg: DictConfig) -> dict[str, float]:
     try:
         out = output_dir(cfg)
         metrics = run_pgd_study(module, datamodule, settings, out, trainer.loggers, device=trainer.strategy.root_device)
-        print(markdown_table(["eps", "attack success rate"], [[k.rsplit("=", 1)[1], v] for k, v in metrics.items()]))
+        print(success_table(metrics))
         print(f"tables and figures written to {out}")
         return metrics
     finally:

@@ -16,7 +16,8 @@ class PGDStudyCallback(L.Callback):
     checkpoint (the final weights when none was saved), written to ``output_dir``.
 
     The settings are checked when the callback is built, before any training. The success
-    rates are kept in :attr:`metrics` (``study/success_rate/eps=<eps>``), which the entry points
+    rates are kept in :attr:`metrics` (``study/success_rate/eps=<eps>``, and
+    ``study/apgd_success_rate/eps=<eps>`` unless ``study.apgd=false``), which the entry points
     add to the run's ``metrics.json``. Runs on rank 0 only.
     """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib import colormaps
@@ -43,16 +44,20 @@ def plot_success_vs_eps(
     path: str | Path,
     title: str,
     legend_title: str | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Fig. 3a (one series) / 3d (one per training-set size): success rate (fractions) vs eps."""
+    """Fig. 3a (PGD, and APGD-CE dashed) / 3d (one per training-set size): success rate
+    (fractions) vs eps. ``styles``: matplotlib keyword args of some series by label (e.g.
+    ``{"linestyle": "--", "color": "C0"}``); a label starting with ``_`` stays out of the legend."""
     fig = Figure(figsize=(5, 3.6))
     ax = fig.subplots()
+    styles = styles or {}
     for label, (eps, rate) in series.items():
-        ax.plot(eps, [100 * r for r in rate], marker="o", label=label)
+        ax.plot(eps, [100 * r for r in rate], **{"marker": "o", "label": label, **styles.get(label, {})})
     _percent_axis(ax, "epsilon (fraction of the intensity range)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9 if len(title) > 45 else None)
     if len(series) > 1:
-        ax.legend(title=legend_title, fontsize=8)
+        ax.legend(title=legend_title, fontsize=8, loc="lower right")  # rising curves leave it empty
     return _save(fig, path)
 
 

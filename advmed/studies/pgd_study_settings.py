@@ -80,6 +80,10 @@ class StudySettings:
             shape), so a study is reproducible; None: the global RNG.
         max_images: attack only the first ``max_images`` test images; None: all.
         confidence_bins: ``{low, high, n}`` of :class:`ConfidenceBins`.
+        apgd: also run APGD-CE (L-inf, ``steps = max_iter``, one restart, same random-start
+            switch and seed) at every eps on the same images, beside PGD in Fig. 3a
+            (``apgd_success_rate``): the stronger attack at equal iterations (DESIGN.md,
+            contract 11). Costs one more attack per eps, about as long as the PGD run.
     """
 
     eps: tuple[float, ...] = DEFAULT_EPS
@@ -89,6 +93,7 @@ class StudySettings:
     seed: int | None = 0
     max_images: int | None = None
     confidence_bins: ConfidenceBins = field(default_factory=ConfidenceBins)
+    apgd: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eps", _check_eps_list(self.eps))
@@ -100,6 +105,8 @@ class StudySettings:
             raise ValueError(f"study.{err}") from None
         if self.max_images is not None:
             _positive_int("study.max_images", self.max_images)
+        if not isinstance(self.apgd, bool):
+            raise ValueError(f"study.apgd must be true or false, got {self.apgd!r}")
         bins = self.confidence_bins
         if isinstance(bins, Mapping):
             unknown = set(bins) - {f.name for f in fields(ConfidenceBins)}

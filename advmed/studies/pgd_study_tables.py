@@ -16,14 +16,32 @@ def _rate(n_fooled: int, n_eligible: int) -> float:
     return n_fooled / n_eligible if n_eligible else math.nan  # undefined without eligible images
 
 
+EPS_SWEEP_COLUMNS = ["eps", "alpha", "n_images", "n_eligible", "n_fooled", "success_rate"]
+# Appended when the study ran APGD-CE beside PGD (study.apgd): same eps, iterations and eligible images.
+APGD_COLUMNS = ["apgd_n_fooled", "apgd_success_rate"]
+
+
 def eps_sweep_table(records: StudyRecords) -> Table:
-    """Fig. 3a: success rate after ``max_iter`` steps, one row per eps."""
+    """Fig. 3a: PGD's success rate after ``max_iter`` steps, one row per eps (``alpha``: PGD's
+    step); with APGD, also APGD-CE's after as many iterations (``apgd_n_fooled``,
+    ``apgd_success_rate``), over the same eligible images."""
     n_images, n_eligible = len(records.labels), int(records.eligible.sum())
     rows = []
     for e, (eps, alpha) in enumerate(zip(records.eps, records.alpha)):
         n_fooled = int(records.fooled[e, -1].sum())
-        rows.append([eps, alpha, n_images, n_eligible, n_fooled, _rate(n_fooled, n_eligible)])
-    return Table(["eps", "alpha", "n_images", "n_eligible", "n_fooled", "success_rate"], rows)
+        row = [eps, alpha, n_images, n_eligible, n_fooled, _rate(n_fooled, n_eligible)]
+        if records.apgd_fooled is not None:
+            apgd_n_fooled = int(records.apgd_fooled[e].sum())
+            row += [apgd_n_fooled, _rate(apgd_n_fooled, n_eligible)]
+        rows.append(row)
+    columns = EPS_SWEEP_COLUMNS + (APGD_COLUMNS if records.apgd_fooled is not None else [])
+    return Table(list(columns), rows)
+
+
+def column(table: Table, name: str) -> list:
+    """The values of column ``name`` of ``table``, in row order."""
+    i = table.columns.index(name)
+    return [row[i] for row in table.rows]
 
 
 def iterations_table(records: StudyRecords) -> Table:

@@ -16,10 +16,11 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from advmed.attacks import PGD
+from advmed.attacks import APGD, PGD
 from advmed.models import ClassifierModule
 from advmed.studies.pgd_study import run_pgd_study, run_study
 from advmed.studies.pgd_study_settings import ConfidenceBins, StudySettings
+from advmed.studies.pgd_study_tables import column
 from advmed.study import study
 from advmed.utils.tables import Table, write_csv
 from tests.conftest import CONFIG_DIR, REPO_ROOT
@@ -202,7 +203,7 @@ def test_confidence_bin_counts_match_the_clean_predictions(trained_study, traine
 
 def test_success_grows_with_eps_on_the_trained_model(trained_study):
     result, _, _ = trained_study
-    rates = [row[-1] for row in result.tables["eps_sweep"].rows]
+    rates = column(result.tables["eps_sweep"], "success_rate")
     n_eligible = result.tables["eps_sweep"].rows[0][3]
     assert all(b >= a - 1 / n_eligible for a, b in zip(rates, rates[1:])), rates  # within one image
     assert rates[-1] > rates[0], rates
@@ -211,7 +212,8 @@ def test_success_grows_with_eps_on_the_trained_model(trained_study):
 def test_outputs_are_written_and_logged(trained_study):
     result, out, logger = trained_study
     expected = {
-        "eps_sweep.csv": (["eps", "alpha", "n_images", "n_eligible", "n_fooled", "success_rate"], 4),
+        "eps_sweep.csv": (["eps", "alpha", "n_images", "n_eligible", "n_fooled", "success_rate",
+                           "apgd_n_fooled", "apgd_success_rate"], 4),
         "iterations.csv": (["eps", "iteration", "n_eligible", "n_fooled", "success_rate"], 4 * 3),
         "confidence_bins.csv": (["eps", "bin", "conf_low", "conf_high", "n_eligible", "n_fooled", "success_rate"], 4 * 10),
     }
@@ -226,6 +228,87 @@ def test_outputs_are_written_and_logged(trained_study):
     assert sorted(logger.texts) == ["study/confidence_bins", "study/eps_sweep", "study/iterations"]
     assert sorted(logger.images) == ["study/success_vs_confidence", "study/success_vs_eps", "study/success_vs_iterations"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+# --------------------------------------------------------------------------- APGD beside PGD
+
+
+def test_apgd_on_the_hand_made_model_gives_the_known_rates(tmp_path):
+    """APGD's first step is 2 * eps, clipped to the eps-ball: on the threshold model it moves
+    channel 0 by eps at once, so APGD-k fools exactly the eligible images with d < eps, while
+    PGD-k with step ALPHA reaches only min(k * ALPHA, eps)."""
+    x, y = threshold_data()
+    settings = StudySettings(eps=[0.02, 0.04, 0.08], max_iter=6, alpha=ALPHA, random_start=False)
+    result = run_study(ThresholdModel(), DataLoader(TensorDataset(x, y), batch_size=5), settings, tmp_path)
+    eligible = torch.tensor([side == label for _, side, label, _ in CASES])
+    want = [torch.tensor([side == label and d < eps for d, side, label, _ in CASES]) for eps in settings.eps]
+    assert torch.equal(result.records.apgd_fooled, torch.stack(want))
+    sweep = read_csv(tmp_path / "eps_sweep.csv")
+    assert [int(r["n_fooled"]) for r in sweep] == [4, 6, 7]
+    assert [int(r["apgd_n_fooled"]) for r in sweep] == [4, 6, 8]  # eps 0.08: PGD-6 is capped at 0.06, APGD is not
+    assert [float(r["apgd_success_rate"]) for r in sweep] == pytest.approx([4 / 9, 6 / 9, 8 / 9])
+    assert not result.records.apgd_fooled[:, ~eligible].any()  # natively misclassified: never counted
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["apgd_success_rate"] == pytest.approx({"0.02": 4 / 9, "0.04": 6 / 9, "0.08": 8 / 9})
+    assert summary["settings"]["apgd"] is True
+    assert summary["attacks"]["apgd_success_rate"].startswith("APGD-CE-6 ") and "L-inf" in summary["attacks"]["apgd_success_rate"]
+
+
+def test_apgd_column_equals_a_separate_apgd_run(trained_study, trained_classifier, histology):
+    result, _, _ = trained_study
+    n_fooled = column(result.tables["eps_sweep"], "apgd_n_fooled")
+    for e in (0, 2):
+        attack = APGD(TRAINED_EPS[e], norm="Linf", steps=3, n_restarts=1, loss="ce", seed=SEED)
+        fooled = []
+        for x, y in histology.test_dataloader():  # same batches: the seeded start depends on the shape
+            x_adv = attack.run(trained_classifier, x, y).x_adv
+            with torch.no_grad():
+                clean, adv = trained_classifier(x).argmax(1), trained_classifier(x_adv).argmax(1)
+            fooled.append((clean == y) & (adv != y))
+        fooled = torch.cat(fooled)
+        assert torch.equal(result.records.apgd_fooled[e], fooled), TRAINED_EPS[e]
+        assert n_fooled[e] == int(fooled.sum())
+
+
+def test_apgd_is_at_least_as_strong_as_pgd_at_equal_iterations(trained_study):
+    result, out, _ = trained_study
+    sweep = read_csv(out / "eps_sweep.csv")
+    pgd = [float(r["success_rate"]) for r in sweep]
+    apgd = [float(r["apgd_success_rate"]) for r in sweep]
+    assert all(0 <= rate <= 1 for rate in pgd + apgd), (pgd, apgd)
+    assert all(a >= p for p, a in zip(pgd, apgd)), (pgd, apgd)
+    assert apgd[-1] > 0, apgd  # a column of zeros would pass the inequality by default
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["apgd_success_rate"] == pytest.approx({f"{eps:g}": rate for eps, rate in zip(TRAINED_EPS, apgd)})
+
+
+class NoAPGD:
+    def __init__(self, *args, **kwargs) -> None:
+        raise AssertionError("APGD was built although study.apgd=false")
+
+
+def test_apgd_off_leaves_out_the_column_and_the_attack(tmp_path, monkeypatch):
+    monkeypatch.setattr("advmed.studies.pgd_study_records.APGD", NoAPGD)
+    x, y = threshold_data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)
+    with pytest.raises(AssertionError, match="APGD was built"):  # the stub stands where the study builds APGD
+        run_study(ThresholdModel(), loader, StudySettings(eps=[0.02], max_iter=2, alpha=ALPHA), tmp_path / "on")
+    settings = StudySettings(eps=[0.02, 0.04], max_iter=2, alpha=ALPHA, random_start=False, apgd=False)
+    result = run_study(ThresholdModel(), loader, settings, tmp_path)
+    assert result.records.apgd_fooled is None
+    assert list(read_csv(tmp_path / "eps_sweep.csv")[0]) == ["eps", "alpha", "n_images", "n_eligible", "n_fooled",
+                                                             "success_rate"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "apgd_success_rate" not in summary and summary["settings"]["apgd"] is False
+    assert list(summary["attacks"]) == ["success_rate"]
+    assert Image.open(tmp_path / "fig3a_success_vs_eps.png").format == "PNG"
+
+
+def test_apgd_switch_is_a_config_value():
+    cfg = compose_cfg("study", ["ckpt_path=unused"])
+    assert cfg.study.apgd is True
+    cfg = compose_cfg("train", ["experiment=pgd_study/synthetic", "study.apgd=false"])
+    assert StudySettings.from_config(cfg.study).apgd is False
 
 
 def test_max_images_caps_the_study(tmp_path):
@@ -254,7 +337,8 @@ def test_entry_point_runs_the_study(trained_checkpoint, tmp_path):
         "study.eps=[0.004,0.008]", "study.max_iter=2", "study.max_images=20", *tiny_data_overrides(),
     ])
     metrics = study(cfg)
-    assert sorted(metrics) == ["study/success_rate/eps=0.004", "study/success_rate/eps=0.008"]
+    assert sorted(metrics) == ["study/apgd_success_rate/eps=0.004", "study/apgd_success_rate/eps=0.008",
+                               "study/success_rate/eps=0.004", "study/success_rate/eps=0.008"]
     rows = read_csv(tmp_path / "iterations.csv")
     assert [(r["eps"], r["iteration"]) for r in rows] == [("0.004", "1"), ("0.004", "2"), ("0.008", "1"), ("0.008", "2")]
     assert json.loads((tmp_path / "summary.json").read_text())["n_images"] == 20
@@ -281,6 +365,7 @@ def test_train_size_experiment_sweeps_the_training_fraction():
 def test_study_experiments_compose(experiment, datamodule, num_classes):
     cfg = compose_cfg("train", [f"experiment=pgd_study/{experiment}"])
     assert StudySettings.from_config(cfg.study).eps == StudySettings().eps
+    assert cfg.study.apgd is True
     assert cfg.data._target_.rsplit(".", 1)[-1] == datamodule
     assert cfg.model.num_classes == num_classes == len(cfg.model.class_names)
 
@@ -295,15 +380,19 @@ def load_aggregate():
     return module
 
 
-def fake_job(sweep, fraction: str, rates: list[float]) -> None:
-    """A job directory as `python -m advmed.train -m experiment=pgd_study/train_size` leaves it."""
+def fake_job(sweep, fraction: str, rates: list[float], apgd_rates: list[float] | None = None) -> None:
+    """A job directory as `python -m advmed.train -m experiment=pgd_study/train_size` leaves it
+    (``apgd_rates``: a study run with APGD beside PGD; without: an older run)."""
     job = sweep / f"data.train_fraction={fraction}"
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(f"- data.train_fraction={fraction}\n- experiment=pgd_study/train_size\n")
     (job / ".hydra" / "config.yaml").write_text(f"data:\n  train_fraction: {fraction}\n")
     rows = [[eps, eps / 4, 50, 40, round(40 * r), round(40 * r) / 40] for eps, r in zip((0.02, 0.04), rates)]
-    write_csv(job / "pgd_study" / "eps_sweep.csv",
-              Table(["eps", "alpha", "n_images", "n_eligible", "n_fooled", "success_rate"], rows))
+    columns = ["eps", "alpha", "n_images", "n_eligible", "n_fooled", "success_rate"]
+    if apgd_rates is not None:
+        columns += ["apgd_n_fooled", "apgd_success_rate"]
+        rows = [row + [round(40 * r), round(40 * r) / 40] for row, r in zip(rows, apgd_rates)]
+    write_csv(job / "pgd_study" / "eps_sweep.csv", Table(columns, rows))
 
 
 def test_aggregation_collects_the_jobs_of_a_multirun(tmp_path):
@@ -318,6 +407,20 @@ def test_aggregation_collects_the_jobs_of_a_multirun(tmp_path):
     assert [(r["train_fraction"], float(r["eps"]), float(r["success_rate"])) for r in rows] == [
         ("0.25", 0.02, 0.25), ("0.25", 0.04, 0.5), ("1.0", 0.02, 0.5), ("1.0", 0.04, 0.75)]
     assert table.name == "train_size.csv" and Image.open(figure).format == "PNG"
+
+
+def test_aggregation_carries_apgd_where_present_and_blanks_older_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, "1.0", [0.5, 0.75], apgd_rates=[0.625, 0.875])
+    fake_job(sweep, "0.25", [0.25, 0.5])  # an older run: no APGD columns
+    table, figure = load_aggregate().aggregate(sweep)
+    rows = read_csv(table)
+    assert list(rows[0]) == ["train_fraction", "eps", "n_eligible", "n_fooled", "success_rate",
+                             "apgd_n_fooled", "apgd_success_rate", "job"]
+    assert [(r["train_fraction"], r["apgd_n_fooled"], r["apgd_success_rate"]) for r in rows] == [
+        ("0.25", "", ""), ("0.25", "", ""), ("1.0", "25", "0.625"), ("1.0", "35", "0.875")]
+    assert [float(r["success_rate"]) for r in rows] == [0.25, 0.5, 0.5, 0.75]
+    assert Image.open(figure).format == "PNG"
 
 
 def test_aggregation_without_jobs_says_so(tmp_path):
@@ -337,6 +440,7 @@ def test_aggregation_without_jobs_says_so(tmp_path):
     ({"alpha": 0}, r"study\.alpha must be > 0"),
     ({"confidence_bins": {"low": 0.9, "high": 0.5, "n": 10}}, r"0 <= low < high <= 1"),
     ({"epsilon": [0.1]}, r"unknown study key\(s\) \['epsilon'\]"),
+    ({"apgd": "yes"}, r"study\.apgd must be true or false"),
 ])
 def test_bad_settings_are_clear_errors(study_cfg, match):
     with pytest.raises(ValueError, match=match):
