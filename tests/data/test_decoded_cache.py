@@ -18,7 +18,7 @@ from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
-from advmed.data import decoded_cache
+from advmed.data import decoded_cache_writer
 from advmed.data.decoded_cache import CacheError, cache_path, main, open_decoded_cache, verify_decoded_cache
 from advmed.data.histology.nct_crc_he import CLASS_NAMES, NCTCRCHEDataModule
 from advmed.data.lymph_node.hcd import HCDDataModule
@@ -98,7 +98,7 @@ def test_an_unchanged_folder_is_opened_not_rebuilt(nct_root, tmp_path, monkeypat
     def no_decoding(*args):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(decoded_cache, "_decode_rows", no_decoding)
+    monkeypatch.setattr(decoded_cache_writer, "_decode_rows", no_decoding)
     with caplog.at_level(logging.INFO, logger="advmed.data.decoded_cache"):
         _nct(nct_root, cache_dir=tmp_path).setup()
     assert _images_file(_only_cache(tmp_path)) == images
@@ -158,7 +158,7 @@ def test_a_failed_build_leaves_no_cache_that_looks_valid(tmp_path):
 
 
 def test_parallel_build_writes_the_same_bytes(nct_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(decoded_cache, "_CHUNK", 4)  # 27 files -> 7 tasks for 2 worker processes
+    monkeypatch.setattr(decoded_cache_writer, "_CHUNK", 4)  # 27 files -> 7 tasks for 2 worker processes
     serial = open_decoded_cache(nct_root, _paths(nct_root), tmp_path / "serial", workers=0)
     parallel = open_decoded_cache(nct_root, _paths(nct_root), tmp_path / "parallel", workers=2)
     assert parallel.manifest["images_sha256"] == serial.manifest["images_sha256"]
@@ -222,7 +222,7 @@ def test_tiles_of_another_size_are_refused(tmp_path):
 
 
 def test_too_little_disk_space_is_refused_before_writing(nct_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(decoded_cache.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**6})())
+    monkeypatch.setattr(decoded_cache_writer.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**6})())
     with pytest.raises(OSError, match=r"needs 4 MB but only 1 MB are free .*larger disk.*cache_dir=null"):
         open_decoded_cache(nct_root, _paths(nct_root), tmp_path)
     assert not list(tmp_path.rglob("images-*"))
