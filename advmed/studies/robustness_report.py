@@ -56,9 +56,15 @@ def per_class_rows(metrics: dict[str, float]) -> tuple[list[str], list[list[Any]
     return ["class", *scores], rows
 
 
-# The arguments a reader needs to tell two attacks apart; the rest stays in metrics.json.
-_ATTACK_KEYS = ("eps", "alpha", "steps", "random_start", "targeted", "target_class", "loss", "loss_classes", "early_stop",
-                "area_fraction", "num_blobs", "placement", "patch_path", "ckpt_path", "fields", "sample")
+# What a reader needs to judge the attack behind a figure (DESIGN.md, contract 11): the budget and its norm, the
+# iterations / queries / restarts, the loss(es), the ensemble's version and members, EOT draws. The rest stays in
+# metrics.json.
+_ATTACK_KEYS = ("eps", "norm", "version", "attacks", "alpha", "steps", "n_queries", "n_restarts", "binary_search_steps",
+                "kappa", "multi_targeted", "eot_iter", "random_start", "targeted", "target_class", "loss", "losses",
+                "loss_classes", "early_stop", "area_fraction", "num_blobs", "placement", "patch_path", "ckpt_path",
+                "fields", "sample")
+# Settings left at the value that means "nothing special" are not shown: the description stays short.
+_UNREMARKABLE = {"n_restarts": 1, "eot_iter": 1, "kappa": 0.0}
 
 
 def describe_attack(attack_cfg: dict | None) -> str:
@@ -66,7 +72,8 @@ def describe_attack(attack_cfg: dict | None) -> str:
     if not attack_cfg:
         return "none"
     name = str(attack_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
-    shown = {k: attack_cfg[k] for k in _ATTACK_KEYS if attack_cfg.get(k) not in (None, False)}
+    shown = {k: attack_cfg[k] for k in _ATTACK_KEYS
+             if attack_cfg.get(k) not in (None, False) and (k not in _UNREMARKABLE or attack_cfg[k] != _UNREMARKABLE[k])}
     if "patch_path" in shown:  # a saved patch brings its own mask: the optimisation settings are unused
         shown = {k: v for k, v in shown.items() if k in ("patch_path", "targeted", "target_class")}
     if shown.get("loss") == "ce":
