@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -120,6 +121,11 @@ class APGD(Attack):
             models (AutoAttack's ``version="rand"`` uses 20); 1: one pass (deterministic
             models). The loss and prediction of an iteration are those of its last pass, as in
             the reference. Costs ``eot_iter`` times the passes.
+        early_stop: stop attacking a sample once it is fooled (no more forward or backward
+            passes for it; its result is the iterate that first fooled it). The fooled set, and so
+            the robust accuracy, is the same as without (every sample's run is independent of the
+            others'); what changes is the image returned for a fooled sample. AutoAttack sets it:
+            there only whether a sample is fooled counts. Default False, as the original.
         trace: also return the :class:`AttackTrace` described above.
         Other keyword args (targeted, target_class, loss_classes, amp_dtype, channels_last):
             see :class:`Attack`.
@@ -140,7 +146,7 @@ class APGD(Attack):
       fooled sample its highest-loss fooled iterate, not the last one.
 
     Like the original, every sample of a run keeps iterating until the run ends (the fooled
-    ones too: their result is the highest-loss fooled iterate).
+    ones too: their result is the highest-loss fooled iterate), unless ``early_stop``.
     """
 
     def __init__(
@@ -157,6 +163,7 @@ class APGD(Attack):
         seed: int | None = 0,
         fooled_fraction: float = 1.0,
         eot_iter: int = 1,
+        early_stop: bool = False,
         trace: bool = False,
         **common,
     ):
@@ -191,6 +198,7 @@ class APGD(Attack):
         if not 0 < self.fooled_fraction <= 1:
             raise ValueError(f"fooled_fraction must be in (0, 1], got {self.fooled_fraction:g}")
         self.eot_iter = check_count("eot_iter", eot_iter)
+        self.early_stop = bool(early_stop)
         self.trace = bool(trace)
         # What replaced a DLR loss in the last call, {asked: used} (empty when nothing was replaced).
         self.substitutions: dict[str, str] = {}
@@ -219,8 +227,8 @@ class APGD(Attack):
                 idx = everyone[~fooled]
                 if idx.numel() == 0:
                     break
-                run = RunObserver(batch, idx, out_loss[idx], trace)
-                x_max, f_max = self._run(batch, idx, self._loss_fn(batch, used, idx, target), gen, run)
+                run = RunObserver(batch, idx, out_loss[idx], trace, self.early_stop)
+                x_max, f_max = self._run(batch, idx, partial(self._loss_fn, batch, used, target=target), gen, run)
                 # Fooled: the run's highest-loss fooled iterate; else the best point if it beats the last.
                 improved = ~run.fooled & (f_max > out_loss[idx])
                 kept = torch.where(rows(improved), x_max, x_out[idx])
@@ -302,18 +310,21 @@ class APGD(Attack):
         self,
         batch: AttackBatch,
         idx: Tensor,
-        loss_fn: Callable[[Tensor], Tensor],
+        loss_for: Callable[[Tensor], Callable[[Tensor], Tensor]],
         gen: torch.Generator | None,
         observe: RunObserver,
     ) -> tuple[Tensor, Tensor]:
         """One APGD run on the samples ``idx`` from a fresh start: (best point, best loss), per
-        sample, indexed like ``idx``; ``observe`` keeps the fooled iterates."""
+        sample, indexed like ``idx``; ``loss_for(samples)`` gives the loss of those samples;
+        ``observe`` keeps the fooled iterates (and, with early_stop, retires them)."""
         x = batch.x[idx]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        loss_fn = loss_for(idx)
 
-        def evaluate(point: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            return loss_and_gradient(batch.model, point, loss_fn, amp_dtype=self.amp_dtype, eot_iter=self.eot_iter)
+        def evaluate(point: Tensor, running: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+            fn = loss_fn if running is None else loss_for(idx[running])
+            return loss_and_gradient(batch.model, point, fn, amp_dtype=self.amp_dtype, eot_iter=self.eot_iter)
 
         return apgd_run(
             x, self._start(x, gen), evaluate, eps=self.eps, norm=self.norm, steps=self.steps, rho=self.rho,

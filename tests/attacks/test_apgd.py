@@ -489,3 +489,44 @@ def test_eot_costs_passes_and_changes_nothing_on_a_deterministic_model(classifie
     assert torch.equal(twice, APGD(eps=0.05, steps=4)(classifier, x, y))  # (g + g) / 2 == g exactly
     with pytest.raises(ValueError, match=r"eot_iter must be an integer >= 1, got 0"):
         APGD(eps=0.03, eot_iter=0)
+
+
+# --------------------------------------------------------------------------- early stop
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr-targeted"])
+def test_early_stop_fools_the_same_samples_with_fewer_passes(loss):
+    model, x, y = tinted_classifier(64)
+    rows_seen = []
+    handle = model.register_forward_pre_hook(lambda m, inp: rows_seen.append(inp[0].shape[0]))
+    try:
+        results = {}
+        for early_stop in (False, True):
+            rows_seen.clear()
+            x_adv = APGD(eps=0.04, steps=20, loss=loss, n_target_classes=3, early_stop=early_stop)(model, x, y)
+            with torch.no_grad():
+                results[early_stop] = (x_adv, model(x_adv).argmax(1) != y, sum(rows_seen))
+    finally:
+        handle.remove()
+    (full, fooled_full, rows_full), (short, fooled_short, rows_short) = results[False], results[True]
+    assert 0 < int(fooled_full.sum()) < len(y)  # a setting where some samples resist: the test can tell
+    # Each sample's run is independent of the others', so retiring the fooled ones changes nobody's fate ...
+    assert torch.equal(fooled_short, fooled_full)
+    # ... nor the robust samples' results (same iterates; only the batch they were computed in is smaller) ...
+    assert torch.allclose(short[~fooled_full], full[~fooled_full], atol=1e-6)
+    # ... it only saves the passes a fooled sample would have made after it was fooled.
+    assert rows_short < rows_full
+    assert (short - x).abs().amax() <= 0.04 + 1e-6
+
+
+def test_without_early_stop_every_sample_iterates_to_the_end():
+    model, x, y = tinted_classifier(64)
+    rows_seen = []
+    handle = model.register_forward_pre_hook(lambda m, inp: rows_seen.append(inp[0].shape[0]))
+    try:
+        APGD(eps=0.04, steps=20)(model, x, y)
+    finally:
+        handle.remove()
+    correct = int((model(x).argmax(1) == y).sum())
+    # the clean prediction (all), then the start and 20 iterations on every correctly classified sample
+    assert rows_seen == [len(y)] + [correct] * 21

@@ -110,6 +110,20 @@ def test_stronger_than_each_of_its_parts_and_than_pgd_and_fgsm(trained):
     assert auto < apgd <= pgd <= fgsm < _accuracy(model, x, y)
 
 
+@pytest.mark.parametrize("name, loss", [("apgd-ce", "ce"), ("apgd-t", "dlr-targeted")])
+def test_its_apgd_stops_on_fooled_images_without_changing_the_figure(trained, name, loss):
+    """Inside AutoAttack an image leaves APGD once fooled (only that counts there): the stage's robust
+    flags equal those of the original's APGD, which iterates every image to the end."""
+    model, x, y = trained
+    attack = AutoAttack(eps=0.03, attacks=[name], steps=20)
+    assert attack._stages[0].attack.early_stop
+    flags = attack.run(model, x, y).stats[stat_name(name)].bool()
+    full = attacks.APGD(eps=0.03, steps=20, loss=loss, n_target_classes=9, early_stop=False)(model, x, y)
+    with torch.no_grad():
+        assert torch.equal(flags, model(full).argmax(1) == y)
+    assert 0 < flags.sum() < len(y)
+
+
 @pytest.mark.parametrize("k, expected", [
     (2, {"apgd-t": {"dlr-targeted": "ce-targeted"}, "apgd-dlr": {"dlr": "margin"}}),
     (3, {"apgd-t": {"dlr-targeted": "ce-targeted"}}),

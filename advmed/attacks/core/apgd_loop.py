@@ -127,13 +127,13 @@ class Iterate(NamedTuple):
 def apgd_run(
     x: Tensor,
     start: Tensor,
-    evaluate: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]],
+    evaluate: Callable[..., tuple[Tensor, Tensor, Tensor]],
     *,
     eps: float,
     norm: str,
     steps: int,
     rho: float,
-    observe: Callable[[Iterate], bool | None] | None = None,
+    observe: Callable[[Iterate], bool | Tensor | None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One APGD run from ``start`` around ``x`` (Algorithm 1); returns the highest-loss point
     and its loss, per sample.
@@ -152,9 +152,14 @@ def apgd_run(
         x: the centre of the ball ``(n, C, H, W)``.
         start: the first iterate (inside the ball).
         evaluate: ``x -> (logits, tracked loss (n,), input gradient)``; see :func:`loss_and_gradient`.
+            Once samples are done it is called as ``evaluate(x[rows], rows)`` with the indices of the
+            samples still running, and must return their values only.
         eps, norm, steps, rho: the radius, ``"linf"`` / ``"l2"``, the iterations, condition 1's threshold.
         observe: called with an :class:`Iterate` after every forward (``step`` 0: the start);
-            a true return value ends the run (early stop).
+            a true return value ends the run (early stop). A bool tensor ``(n,)`` marks the samples
+            that are done (e.g. fooled, where only that counts): they are no longer evaluated (no
+            forward or backward pass), keep their loss, so no later iterate replaces their best
+            point, and the run ends when every sample is done.
     """
     if norm == "linf":
         # Clipping to [max(x - eps, 0), min(x + eps, 1)] is the projection onto ball and box.
@@ -162,7 +167,9 @@ def apgd_run(
     x_cur = start
     logits, loss, grad = evaluate(x_cur)
     x_max, f_max, g_max = x_cur, loss, grad
-    if observe is not None and observe(Iterate(0, x_cur, logits, loss, torch.ones_like(loss, dtype=torch.bool), f_max)):
+    first = Iterate(0, x_cur, logits, loss, torch.ones_like(loss, dtype=torch.bool), f_max)
+    running, finished = _still_running(None if observe is None else observe(first))  # running: None = all samples
+    if finished:
         return x_max, f_max
     step = torch.full((x.shape[0], 1, 1, 1), INITIAL_STEP * eps, dtype=x.dtype, device=x.device)
 
@@ -181,7 +188,13 @@ def apgd_run(
             z = project(x_cur + step * grad / (per_sample_norm(grad) + FLOOR), x, eps, norm)
             x_new = project(x_cur + (z - x_cur) * alpha + (x_cur - x_prev) * (1 - alpha), x, eps, norm)
         x_prev, x_cur = x_cur, x_new
-        logits, loss, grad = evaluate(x_cur)
+        if running is None:
+            logits, loss, grad = evaluate(x_cur)
+        else:  # the done samples keep their last values: loss unchanged, so neither a rise nor a new best
+            sub_logits, sub_loss, sub_grad = evaluate(x_cur[running], running)
+            logits = logits.index_copy(0, running, sub_logits)
+            loss = loss.index_copy(0, running, sub_loss)
+            grad = grad.index_copy(0, running, sub_grad)
 
         rises += loss > prev_loss
         prev_loss = loss
@@ -189,8 +202,10 @@ def apgd_run(
         x_max = torch.where(rows(better), x_cur, x_max)
         g_max = torch.where(rows(better), grad, g_max)
         f_max = torch.where(better, loss, f_max)
-        if observe is not None and observe(Iterate(k + 1, x_cur, logits, loss, better, f_max)):
-            break
+        if observe is not None:
+            running, finished = _still_running(observe(Iterate(k + 1, x_cur, logits, loss, better, f_max)))
+            if finished:
+                break
 
         if k + 1 in marks:
             oscillating = rises < rho * (k + 1 - last_mark)
@@ -204,3 +219,12 @@ def apgd_run(
             halved_last, best_last, last_mark = halve, f_max, k + 1
             rises = torch.zeros_like(rises)
     return x_max, f_max
+
+
+def _still_running(verdict: bool | Tensor | None) -> tuple[Tensor | None, bool]:
+    """An observer's verdict as (indices of the samples still running or None for all, run over)."""
+    if not isinstance(verdict, Tensor):
+        return None, bool(verdict)
+    if bool(verdict.all()):
+        return None, True
+    return (None if not bool(verdict.any()) else (~verdict).nonzero().squeeze(1)), False

@@ -60,12 +60,14 @@ class KeptTrace:
 
 class RunObserver:
     """The observer of one run on the samples ``idx``: keeps each sample's highest-loss fooled
-    iterate (and feeds the trace)."""
+    iterate (and feeds the trace); with ``early_stop`` it tells the loop that fooled samples are done."""
 
-    def __init__(self, batch: AttackBatch, idx: Tensor, out_loss: Tensor, trace: KeptTrace | None):
-        self.batch, self.idx, self.out_loss, self.trace = batch, idx, out_loss, trace
+    def __init__(
+        self, batch: AttackBatch, idx: Tensor, out_loss: Tensor, trace: KeptTrace | None, early_stop: bool = False
+    ):
+        self.batch, self.idx, self.out_loss, self.trace, self.early_stop = batch, idx, out_loss, trace, early_stop
 
-    def __call__(self, it: Iterate) -> None:
+    def __call__(self, it: Iterate) -> Tensor | None:
         now = self.batch.fooled(it.logits, self.idx)
         better_fool = None
         if it.step == 0:
@@ -78,3 +80,4 @@ class RunObserver:
             self.fooled = self.fooled | now
         if self.trace is not None:
             self.trace.observe(it, self, better_fool)
+        return self.fooled if self.early_stop else None  # early stop: a fooled sample is done

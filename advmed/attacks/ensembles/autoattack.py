@@ -150,9 +150,11 @@ class AutoAttack(Attack):
         if name.startswith("apgd"):
             loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[name]
             eot = {"eot_iter": RAND_EOT_ITER} if self.version == "rand" else {}
+            # early_stop: a fooled image leaves the run (only whether it is fooled counts here); the
+            # fooled set is the original's, at a fraction of its passes on an undefended model.
             return APGD(
                 self.eps, steps=self.steps, n_restarts=1 if name == "apgd-t" else restarts, loss=loss,
-                n_target_classes=self.n_target_classes, **eot, **common,
+                n_target_classes=self.n_target_classes, early_stop=True, **eot, **common,
             )
         if name.startswith("fab"):
             targeted = name == "fab-t"
