@@ -17,6 +17,10 @@ PAPER_PERVIN_DIR ?= outputs/paper_pervin
 PAPER_PERVIN_DATA ?= data.image_size=64
 PAPER_PERVIN_ARGS ?= trainer.max_epochs=12
 PAPER_PERVIN_EPS ?= 0,0.02,0.04,0.06,0.08,0.1,0.12,0.14,0.16,0.18,0.2
+# Table 2's SEA column (the segmentation ensemble that judges a defence), empty eps: no SEA sweep. CPU scale: 3 eps and
+# 30 iterations per loss (the paper's 300 over all 11 eps would take hours per model here; experiments/pervin/README.md)
+PAPER_PERVIN_SEA_EPS ?= 0.02,0.06,0.1
+PAPER_PERVIN_SEA_ARGS ?= attack.steps=30
 PAPER_CHEN_DIR ?= outputs/paper_chen
 # CPU scale of `make paper-chen` (the paper's: 2D U-Net on 150 CT volumes; see experiments/chen/README.md)
 PAPER_CHEN_DATA ?= data.image_size=64
@@ -85,6 +89,7 @@ bench: install ## speed comparisons against the peer libraries (experiments/benc
 	$(PY) experiments/benchmarks/data_pipeline.py --threads 1 --workers 0 --clock cpu
 	$(PY) experiments/benchmarks/classifier.py --device cpu --threads 1 --arch resnet34 --image-size 64 --batch 16 --steps 8 --repeats 4
 	$(PY) experiments/benchmarks/adversarial_training.py --device cpu --threads 1 --arch resnet34 --image-size 64 --batch 16 --steps 4 --repeats 3
+	$(PY) experiments/benchmarks/strong_attacks.py --device cpu --threads 1 --batch 16 --steps 100 --only apgd-ce autoattack fab-t $(if $(wildcard $(DEMO_DIR)/train/checkpoints/best.ckpt),--ckpt $(DEMO_DIR)/train/checkpoints/best.ckpt)
 
 bench-gpu: install ## GPU training speed: ResNet50 img/s + MFU, classifier and adversarial-training ratios (needs CUDA)
 	$(PY) experiments/benchmarks/gpu_throughput.py
@@ -103,7 +108,7 @@ paper-snap: install ## SNAP patches on synthetic lymph nodes: ResNet50, area swe
 	$(PY) -m advmed.evaluate -m experiment=snap/synthetic_resnet50 $(PAPER_SNAP_ARGS) ckpt_path=$(PAPER_SNAP_DIR)/train/checkpoints/best.ckpt attack.area_fraction=$(PAPER_SNAP_AREAS) hydra.sweep.dir=$(PAPER_SNAP_DIR)/area_sweep
 	$(PY) experiments/snap/aggregate.py $(PAPER_SNAP_DIR)/area_sweep --headline 0.1 --output-dir $(PAPER_SNAP_DIR)
 
-paper-pervin: install ## U-Net + FGSM / Inverse-FGSM augmentation on synthetic CT, Tables 1-2; see experiments/pervin/README.md
+paper-pervin: install ## U-Net + FGSM / Inverse-FGSM augmentation on synthetic CT, Tables 1-2 (FGSM and SEA); see experiments/pervin/README.md
 	rm -rf $(PAPER_PERVIN_DIR)
 	$(PY) -m advmed.train experiment=pervin/unet $(PAPER_PERVIN_DATA) $(PAPER_PERVIN_ARGS) hydra.run.dir=$(PAPER_PERVIN_DIR)/unet
 	$(PY) -m advmed.augment experiment=pervin/unet $(PAPER_PERVIN_DATA) ckpt_path=$(PAPER_PERVIN_DIR)/unet/checkpoints/best.ckpt attack=fgsm attack.eps=0.1 output_dir=$(PAPER_PERVIN_DIR)/augment_fgsm hydra.run.dir=$(PAPER_PERVIN_DIR)/augment_fgsm_log
@@ -114,6 +119,11 @@ paper-pervin: install ## U-Net + FGSM / Inverse-FGSM augmentation on synthetic C
 	  $(PY) -m advmed.evaluate -m experiment=pervin/unet $(PAPER_PERVIN_DATA) ckpt_path=$(PAPER_PERVIN_DIR)/$$model/checkpoints/best.ckpt \
 	    attack=fgsm attack.eps=$(PAPER_PERVIN_EPS) callbacks.adversarial_examples.num_images=4 hydra.sweep.dir=$(PAPER_PERVIN_DIR)/eps_sweep/$$model || exit 1; \
 	done
+	if [ -n "$(PAPER_PERVIN_SEA_EPS)" ]; then for model in unet unet_fgsm unet_invfgsm; do \
+	  $(PY) -m advmed.evaluate -m experiment=pervin/unet $(PAPER_PERVIN_DATA) ckpt_path=$(PAPER_PERVIN_DIR)/$$model/checkpoints/best.ckpt \
+	    attack=sea attack.eps=$(PAPER_PERVIN_SEA_EPS) $(PAPER_PERVIN_SEA_ARGS) callbacks.adversarial_examples.num_images=4 \
+	    hydra.sweep.dir=$(PAPER_PERVIN_DIR)/eps_sweep_sea/$$model || exit 1; \
+	done; fi
 	$(PY) experiments/pervin/aggregate.py $(PAPER_PERVIN_DIR)
 
 paper-chen: install ## U-Net, deformation attacker xi sweep + D / V ablations on synthetic CT, Table 1; see experiments/chen/README.md

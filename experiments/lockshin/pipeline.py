@@ -8,7 +8,8 @@
     adversarial          an AdvGAN copy of every real + synthetic training tile (4x the real set in all)
     classifier_synthetic ResNet34 on real + synthetic (row 2), the same epochs
     classifier_adversarial ResNet34 on real + synthetic + adversarial (row 3), the same epochs
-    evaluate_<row>_<attack> each classifier on the test split under AdvGAN and under FGSM eps 0.1
+    evaluate_<row>_<attack> each classifier on the test split under AdvGAN, under FGSM eps 0.1 and under
+                         AutoAttack (standard, L-inf) at the same eps: the strong column (DESIGN.md, contract 11)
     table                table1.csv / .md / .png with the FID, PSNR / SSIM and every artefact's hash
 
     python experiments/lockshin/pipeline.py                                  # CPU scale (make paper-lockshin)
@@ -44,7 +45,7 @@ from advmed.utils.stages import Pipeline, Stage  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROWS = {"real": "classifier_real", "real+synthetic": "classifier_synthetic",
         "real+synthetic+adversarial": "classifier_adversarial"}
-ATTACKS = ("advgan", "fgsm")
+ATTACKS = ("advgan", "fgsm", "autoattack")
 CLI = "python experiments/lockshin/pipeline.py"
 
 
@@ -63,7 +64,7 @@ def build_stages(scale: dict, out: Path, data_overrides: list[str] | None = None
     data = [*scale["real_data"], *(data_overrides or [])]
     extra = stage_args or {}
     args = {name: [*scale["stages"].get(name, []), *extra.get(name, [])] for name in
-            ("classifier", "stylegan2", "srgan", "synthetic", "advgan", "adversarial", "evaluate")}
+            ("classifier", "stylegan2", "srgan", "synthetic", "advgan", "adversarial", "evaluate", "autoattack")}
     ckpt = {name: out / name / "checkpoints" / "best.ckpt" for name in
             ("classifier_real", "stylegan2", "srgan", "advgan", "classifier_synthetic", "classifier_adversarial")}
     synthetic, adversarial = out / "synthetic", out / "adversarial"
@@ -99,8 +100,11 @@ def build_stages(scale: dict, out: Path, data_overrides: list[str] | None = None
         train("classifier_adversarial", [*args["classifier"], roots(synthetic, adversarial)],
               {"synthetic": synthetic, "adversarial": adversarial}),
     ]
+    # AutoAttack at the FGSM column's eps; the scale's `autoattack` overrides (smoke: fewer steps and queries)
+    # follow it, so the standard settings of conf/attack/autoattack.yaml hold unless a scale says otherwise.
     attack_args = {"advgan": ["attack=advgan", f"attack.ckpt_path={ckpt['advgan']}"],
-                   "fgsm": ["attack=fgsm", f"attack.eps={scale['fgsm_eps']}"]}
+                   "fgsm": ["attack=fgsm", f"attack.eps={scale['fgsm_eps']}"],
+                   "autoattack": ["attack=autoattack", f"attack.eps={scale['fgsm_eps']}", *args["autoattack"]]}
     evaluations = {}
     for classifier in ROWS.values():
         for attack in ATTACKS:
@@ -125,7 +129,7 @@ def parse_stage_args(values: list[str]) -> dict[str, list[str]]:
         name, sep, rest = value.partition("=")
         if not sep:
             raise ValueError(f"--stage-args {value!r} must look like NAME=\"key=value ...\" (NAME: classifier, stylegan2, "
-                             "stylegan2_data, srgan, synthetic, advgan, adversarial, evaluate)")
+                             "stylegan2_data, srgan, synthetic, advgan, adversarial, evaluate, autoattack)")
         parsed.setdefault(name, []).extend(shlex.split(rest))
     return parsed
 
