@@ -20,6 +20,8 @@ ROBUSTNESS_METRICS = [
     ("test/dice_drop", "Dice drop (clean - adversarial)"),
     ("test/iou", "clean mean IoU (organs)"),
     ("test/adv_iou", "adversarial mean IoU"),
+    ("test/pixel_acc", "clean pixel accuracy"),
+    ("test/adv_pixel_acc", "adversarial pixel accuracy"),
     ("test/linf", "mean L-inf of perturbation"),
     ("test/l2", "mean L2 of perturbation"),
     ("test/area_fraction", "mean area fraction covered (patch attacks)"),

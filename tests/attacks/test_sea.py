@@ -165,15 +165,15 @@ def test_worst_case_is_the_lowest_accuracy_run_per_image(toy_runs):
     """Each loss's run inside the ensemble equals SEA(losses=[that loss]) (own generator per loss);
     the ensemble keeps, per image, the image of the run with the lowest pixel accuracy."""
     model, x, y, singles, result, _ = toy_runs
-    accs = torch.stack([singles[name].stats["adv_pixel_acc"] for name in SEA_LOSSES])
+    accs = torch.stack([singles[name].stats["worst_pixel_acc"] for name in SEA_LOSSES])
     for name in SEA_LOSSES:
         key = f"pixel_acc_after_{name.replace('-', '_')}"
         assert torch.equal(result.stats[key], singles[name].stats[key])
-        assert torch.equal(singles[name].stats[key], singles[name].stats["adv_pixel_acc"])
+        assert torch.equal(singles[name].stats[key], singles[name].stats["worst_pixel_acc"])
     best = accs.argmin(0)
     assert len(set(best.tolist())) > 1  # the losses win on different images: the choice matters
     assert _which_run(result.x_adv, singles) == best.tolist()
-    assert torch.equal(result.stats["adv_pixel_acc"], accs.amin(0))
+    assert torch.equal(result.stats["worst_pixel_acc"], accs.amin(0))
     with torch.no_grad():
         assert torch.allclose(pixel_accuracy(model(result.x_adv).argmax(1), y), accs.amin(0))
 
@@ -182,9 +182,9 @@ def test_select_miou_keeps_the_greedy_choice(toy_runs):
     model, x, y, singles, by_acc, by_miou = toy_runs
     # Same runs, another choice per image: the per-loss figures agree.
     for key in by_acc.stats:
-        if key != "adv_pixel_acc":
+        if key != "worst_pixel_acc":
             assert torch.equal(by_acc.stats[key], by_miou.stats[key])
-    assert (by_miou.stats["adv_pixel_acc"] >= by_acc.stats["adv_pixel_acc"]).all()
+    assert (by_miou.stats["worst_pixel_acc"] >= by_acc.stats["worst_pixel_acc"]).all()
     # The choice is the greedy one on the runs' per-image class overlaps.
     with torch.no_grad():
         overlaps = [class_overlaps(model(singles[n].x_adv).argmax(1), y, None, 3) for n in SEA_LOSSES]
@@ -246,7 +246,7 @@ def test_sea_is_at_least_as_strong_as_apgd_ce_and_pgd(toy_segmentation):
     for other in (attacks.APGD(eps=eps, steps=steps), attacks.PGD(eps=eps, steps=steps, seed=0)):
         miou_other, acc_other = miou_and_pixel_accuracy(model, other(model, x, y), y)
         assert miou_sea <= miou_other < miou_clean and acc_sea <= acc_other < acc_clean, type(other).__name__
-    assert sea.stats["adv_pixel_acc"].mean().item() == pytest.approx(acc_sea, abs=1e-6)
+    assert sea.stats["worst_pixel_acc"].mean().item() == pytest.approx(acc_sea, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- mask, contract, seed
@@ -264,10 +264,10 @@ def test_pixels_outside_the_mask_do_not_matter(segmenter, seg_batch):
     assert all(torch.equal(a.stats[k], b.stats[k]) for k in a.stats)
     with torch.no_grad():
         pred = segmenter(a.x_adv).argmax(1)
-    assert torch.allclose(a.stats["adv_pixel_acc"], pixel_accuracy(pred, y, mask.float()))
+    assert torch.allclose(a.stats["worst_pixel_acc"], pixel_accuracy(pred, y, mask.float()))
     # An image with no pixel in the mask has no accuracy: NaN, left out of the logged mean.
     mask[0] = False
-    assert _fast().run(segmenter, x, y, mask=mask).stats["adv_pixel_acc"][0].isnan()
+    assert _fast().run(segmenter, x, y, mask=mask).stats["worst_pixel_acc"][0].isnan()
 
 
 def test_contract_range_budget_mode_params_and_stats(segmenter, seg_batch):
@@ -289,7 +289,7 @@ def test_contract_range_budget_mode_params_and_stats(segmenter, seg_batch):
     assert all(torch.equal(v, state[k]) for k, v in segmenter.state_dict().items())
     assert all(p.grad is None for p in segmenter.parameters())
     assert sorted(result.stats) == sorted(
-        ["adv_pixel_acc", "pixel_acc_after_mask_ce_bal", "pixel_acc_after_mask_ce", "pixel_acc_after_js"]
+        ["worst_pixel_acc", "pixel_acc_after_mask_ce_bal", "pixel_acc_after_mask_ce", "pixel_acc_after_js"]
     )
     assert all(v.shape == (4,) and v.dtype == torch.float32 for v in result.stats.values())
     assert isinstance(_fast()(segmenter, x, y), torch.Tensor)  # calling returns x_adv only

@@ -23,6 +23,14 @@ def test_scores_count_an_absent_organ_neither_as_zero_nor_as_one():
     assert out["iou_b"].item() == pytest.approx(0.5)
     assert math.isnan(out["dice_c"].item()) and math.isnan(out["iou_c"].item())  # absent everywhere
     assert out["dice"].item() == pytest.approx((1.0 + 2 / 3) / 2)  # mean over the organs that exist
+    assert out["pixel_acc"].item() == pytest.approx(7 / 8)  # one of the 8 pixels wrong, background counted
     scores.reset()
     scores.update(target, target)
     assert scores.compute()["dice"].item() == pytest.approx(1.0)
+
+
+def test_pixel_accuracy_pools_the_pixels_of_every_batch():
+    scores = SegmentationScores(["background", "a"])
+    scores.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.ones(1, 2, 2, dtype=torch.long))  # 0 of 4 right
+    scores.update(torch.ones(3, 2, 2, dtype=torch.long), torch.ones(3, 2, 2, dtype=torch.long))   # 12 of 12
+    assert scores.compute()["pixel_acc"].item() == pytest.approx(12 / 16)  # not the mean of the batches' 0 and 1

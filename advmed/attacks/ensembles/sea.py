@@ -147,8 +147,9 @@ class SEA(Attack):
     any valid class in the ignored pixels) enter no loss, no accuracy and no IoU.
 
     ``AttackResult.stats`` (per image, logged as ``test/<name>``): ``pixel_acc_after_<loss>``
-    (``-`` written ``_``), the pixel accuracy of that loss's run, and ``adv_pixel_acc``, that of
-    the returned image; NaN for an image with no pixel in ``mask``.
+    (``-`` written ``_``), the pixel accuracy of that loss's run, and ``worst_pixel_acc``, that of
+    the returned image (the mean over images of these per-image figures; the segmentation module
+    also logs ``adv_pixel_acc``, the split's pixels pooled); NaN for an image with no pixel in ``mask``.
 
     Args:
         eps: L-inf budget in [0, 1] (the paper: 4/255, 8/255, 12/255).
@@ -283,7 +284,7 @@ class SEA(Attack):
         nan = torch.full_like(accs[0], float("nan"))
         stats = {f"pixel_acc_after_{name.replace('-', '_')}": torch.where(counted, run.acc, nan)
                  for name, run in zip(self.losses, runs)}
-        stats["adv_pixel_acc"] = torch.where(counted, accs[choice, images], nan)
+        stats["worst_pixel_acc"] = torch.where(counted, accs[choice, images], nan)
         return AttackResult(x_adv, stats=stats)
 
     def _attack(self, batch: AttackBatch, name: str, balance: Tensor | None) -> _LowestAccuracy:
