@@ -205,3 +205,16 @@ def test_a_stage_pointed_at_a_dataset_with_missing_files_names_the_stage_to_reru
                                      "--stages", "classifier_synthetic"])
     finally:
         victim.write_bytes(saved)
+
+
+@pytest.mark.parametrize(("real_clean", "adversarial_clean", "text", "holds"), [
+    (0.81, 0.88, "its clean accuracy is 7.0 points above the real one's", True),
+    (0.83, 0.82, "its clean accuracy is 1.0 points below the real one's", True),
+    (0.85, 0.80, "its clean accuracy is 5.0 points below the real one's", False),
+])
+def test_the_clean_accuracy_check_says_above_or_below(real_clean, adversarial_clean, text, holds):
+    aggregate = _load(AGGREGATE, "lockshin_aggregate")
+    rows = [["real", real_clean, 0.1, 0.0, 0.0], ["real+synthetic", 0.8, 0.2, 0.0, 0.0],
+            ["real+synthetic+adversarial", adversarial_clean, 0.8, 0.0, 0.0]]
+    (_, gain_ok), (clean_text, clean_ok) = aggregate.checks(aggregate.Table(COLUMNS, rows))
+    assert gain_ok and clean_text.startswith(text) and clean_ok is holds
