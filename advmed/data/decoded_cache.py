@@ -148,7 +148,8 @@ def open_decoded_cache(folder: Path, paths: Sequence[Path], cache_dir: str | Pat
             log.info("decoded cache %s is stale (%s since it was built); rebuilding", path, _changes(manifest, records))
         else:
             log.info("building the decoded cache %s of %d files of %s", path, len(records), folder)
-        manifest = build_cache(path, folder, list(paths), records, workers, old)
+        reuse = None if old is None else (old.manifest, old.images_path)
+        manifest = build_cache(path, folder, list(paths), records, workers, reuse)
         return DecodedCache(path, folder, manifest)
     finally:
         lock.release()

@@ -13,7 +13,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +21,6 @@ import advmed
 from advmed.data.readers import read_image
 from advmed.utils.files import file_sha256, write_text
 from advmed.utils.progress import ProgressReporter
-
-if TYPE_CHECKING:
-    from advmed.data.decoded_cache import DecodedCache
 
 log = logging.getLogger("advmed.data.decoded_cache")  # one logger for the cache, opened or built
 
@@ -36,10 +33,12 @@ Record = tuple[str, int, int]  # (path relative to the folder, size in bytes, mt
 
 
 def build_cache(
-    path: Path, folder: Path, paths: list[Path], records: list[Record], workers: int, old: DecodedCache | None
+    path: Path, folder: Path, paths: list[Path], records: list[Record], workers: int,
+    old: tuple[dict[str, Any], Path] | None,
 ) -> dict[str, Any]:
     """Decode ``paths`` (the files of ``folder``, ``records`` their stats) into a new images file in the
-    cache folder ``path``, copying the rows of files unchanged since ``old``; write the manifest last
+    cache folder ``path``, copying the rows of files unchanged since ``old`` (the current cache's
+    manifest and images file, if any); write the manifest last
     (the commit point) and remove earlier images files. Returns the manifest. ``workers`` > 0 decodes
     in that many processes."""
     start = time.monotonic()
@@ -103,16 +102,16 @@ def _check_free_space(path: Path, needed: int) -> None:
 
 
 def _copy_unchanged(
-    partial: Path, offset: int, records: list[Record], tile_shape: tuple[int, ...], old: DecodedCache | None,
+    partial: Path, offset: int, records: list[Record], tile_shape: tuple[int, ...], old: tuple[dict[str, Any], Path] | None,
     progress: ProgressReporter,
 ) -> list[int]:
     """Copy the rows of files unchanged since ``old`` was built; return the rows still to decode."""
     old_rows = {}
-    if old is not None and tuple(old.manifest["tile_shape"]) == tuple(tile_shape):
-        old_rows = {tuple(r): row for row, r in enumerate(old.manifest["files"])}
+    if old is not None and tuple(old[0]["tile_shape"]) == tuple(tile_shape):
+        old_rows = {tuple(r): row for row, r in enumerate(old[0]["files"])}
     reused = [(row, old_rows[r]) for row, r in enumerate(records) if r in old_rows]
     if reused:
-        source = np.load(old.images_path, mmap_mode="r")
+        source = np.load(old[1], mmap_mode="r")
         fd = os.open(partial, os.O_WRONLY)
         try:
             for row, old_row in reused:

@@ -178,10 +178,13 @@ def test_pgd_study_reports_each_batch_and_eps(progress_log, monkeypatch):
     assert records.fooled.shape == (2, 2, 10)
     lines = progress_log()
     assert "\r" not in "".join(lines)
-    assert any(line.startswith("pgd study: 0/10 images (0.0 %)") and "batch=1/3, eps=0.02" in line for line in lines)
-    assert any("batch=2/3, eps=0.04" in line for line in lines)
+    assert any(line.startswith("pgd study: 0/10 images (0.0 %)") and "batch=1/3, attack=PGD, eps=0.02" in line
+               for line in lines)
+    # PGD, then APGD-CE beside it (study.apgd, on by default), for each eps of each batch
+    assert any("batch=2/3, attack=PGD, eps=0.04" in line for line in lines)
+    assert any("batch=2/3, attack=APGD-CE, eps=0.04" in line for line in lines)
     assert lines[-1].startswith("pgd study: 10/10 images (100.0 %), ") and "images/s" in lines[-1]
-    assert lines[-1].endswith("batch=3/3, eps=0.04")
+    assert lines[-1].endswith("batch=3/3, attack=APGD-CE, eps=0.04")
 
 
 def test_pgd_study_plans_only_max_images(progress_log, monkeypatch):
@@ -194,7 +197,7 @@ def test_pgd_study_plans_only_max_images(progress_log, monkeypatch):
     settings = StudySettings(eps=(0.02,), max_iter=1, seed=0, max_images=5)
     attack_records(model, DataLoader(data, batch_size=4), settings, progress_every_s=0)
     assert progress_log()[-1].startswith("pgd study: 5/5 images (100.0 %)")
-    assert progress_log()[-1].endswith("batch=2/2, eps=0.02")
+    assert progress_log()[-1].endswith("batch=2/2, attack=APGD-CE, eps=0.02")
 
 
 def test_dataset_writer_draws_a_bar_in_a_terminal(tmp_path, monkeypatch, capsys, caplog):
