@@ -202,3 +202,50 @@ def test_a_multirun_with_a_failing_job_finishes_the_other_and_collect_marks_it(t
     assert rows["1.5"]["status"] == "failed" and "eps must be in [0, 1]" in rows["1.5"]["error"]
     assert "got 1.5" in rows["1.5"]["error"]
     assert "got 1.5" in capsys.readouterr().out.split("## Failed jobs")[1]
+
+
+@pytest.fixture
+def seed_sweep(tmp_path) -> Path:
+    """seed 0, 1, 2 x attack.eps 0.02, 0.05 with known accuracies; the job seed=2, eps=0.05 failed."""
+    sweep = tmp_path / "multiruns" / "seeds"
+    adv = {("0", "0.02"): 0.50, ("1", "0.02"): 0.60, ("2", "0.02"): 0.70, ("0", "0.05"): 0.20, ("1", "0.05"): 0.30}
+    for seed in ("0", "1", "2"):
+        for eps in ("0.02", "0.05"):
+            overrides = [*CONSTANT, f"seed={seed}", f"attack.eps={eps}"]
+            job_dir = _job(sweep, overrides, job_id=f"{seed}{eps}")
+            if (seed, eps) not in adv:
+                with pytest.raises(RuntimeError), job_status(job_dir, overrides):
+                    raise RuntimeError("NaN loss")
+                continue
+            metrics = {"test/acc": 0.9, "test/adv_acc": adv[seed, eps]}
+            with job_status(job_dir, overrides):
+                write_report(job_dir, metrics, {"_target_": "advmed.attacks.FGSM", "eps": float(eps)}, "best.ckpt",
+                             "SyntheticHistologyDataModule", image_file=None)
+    return sweep
+
+
+def test_a_seed_sweep_gets_mean_and_sd_over_the_seeds_per_setting(seed_sweep, tmp_path):
+    result = collect(seed_sweep, output_dir=tmp_path / "out")
+    csv_path, md_path = result.spread_files
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["attack.eps"], r["n"], r["seed"]) for r in rows] == [("0.02", "3", "0 1 2"), ("0.05", "2", "0 1")]
+    assert float(rows[0]["test/adv_acc_mean"]) == pytest.approx(0.6)
+    assert float(rows[0]["test/adv_acc_sd"]) == pytest.approx(0.1)  # sample sd of 0.5, 0.6, 0.7
+    assert float(rows[1]["test/adv_acc_sd"]) == pytest.approx((0.005) ** 0.5)  # 0.2, 0.3: the failed seed left out
+    assert float(rows[1]["test/acc_sd"]) == 0.0
+    md = md_path.read_text()
+    assert "| attack.eps | n | test/acc | test/adv_acc |" in md
+    assert "| 0.02 | 3 | 0.9000 ± 0.0000 | 0.6000 ± 0.1000 |" in md
+
+
+def test_one_seed_per_setting_says_so_and_a_key_not_swept_is_refused(seed_sweep, sweep, tmp_path):
+    from advmed.studies.seed_spread import Spread
+
+    assert Spread.of([0.8]).text() == "0.8000 (1 seed)" and Spread.of([]).text() == ""
+    assert collect(sweep, output_dir=tmp_path / "a").spread is None  # no seed swept: no spread table
+    with pytest.raises(ValueError, match=r"do not sweep 'seed' \(they sweep model.arch, attack.eps\).*seed=0,1,2"):
+        collect(sweep, output_dir=tmp_path / "b", over="seed")
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+    by_eps = collect(seed_sweep, output_dir=tmp_path / "c", over="attack.eps").spread
+    assert [values for values, _ in by_eps.groups] == [("0",), ("1",), ("2",)]
