@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import pytest
 import torch
 
 from advmed.models import load_classifier
@@ -91,3 +94,34 @@ def test_report_puts_per_class_segmentation_scores_in_their_own_table():
     columns, rows = per_class_rows(metrics)
     assert columns == ["class", "dice", "adv_dice", "dice_drop", "iou"]
     assert rows == [["liver", 0.9, 0.6, 0.3, ""], ["spleen", 0.7, "", "", 0.55]]
+
+
+def test_the_test_step_runs_autoattack_and_reports_each_attack(tmp_path):
+    """`advmed.train attack=autoattack`: the test step after fit gives the same per-attack figures as
+    advmed.evaluate, and report.md carries the ensemble's notes (iterations and queries cut for the test)."""
+    import json
+
+    from advmed.train import train
+
+    metrics = train(compose_config(
+        "train", [*TINY, "trainer.max_epochs=1", "attack=autoattack", "attack.eps=0.05", "attack.steps=2",
+                  "attack.n_queries=10"], tmp_path))
+    after = [metrics[f"test/acc_after_{name}"] for name in ("apgd_ce", "apgd_t", "fab_t", "square")]
+    assert metrics["test/acc"] >= after[0] and after == sorted(after, reverse=True)
+    assert after[-1] == pytest.approx(metrics["test/adv_acc"])
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["notes"] and record["notes"][0] in (tmp_path / "report.md").read_text()
+
+
+def test_a_multirun_over_eps_fractions_builds_one_attack_per_value():
+    """`attack.eps=1/255,2/255,4/255` on the command line: Hydra's sweep gives three jobs, and each
+    job's attack reads its fraction (as `python -m advmed.evaluate -m ... attack=autoattack` would)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.utils import instantiate
+
+    (sweep,) = OverridesParser.create().parse_overrides(["attack.eps=1/255,2/255,4/255"])
+    values = list(sweep.sweep_string_iterator())
+    assert values == ["1/255", "2/255", "4/255"]
+    for value, expected in zip(values, (1 / 255, 2 / 255, 4 / 255)):
+        cfg = compose_config("evaluate", [*TINY, "attack=autoattack", f"attack.eps={value}"], Path("."))
+        assert instantiate(cfg.attack).eps == pytest.approx(expected)
