@@ -22,8 +22,8 @@ The stronger attack beside it (``study.apgd``, on by default): APGD-CE (Croce & 
 images, counted over the same eligible images: ``apgd_success_rate`` in ``eps_sweep.csv``, a
 dashed line in Fig. 3a, ``apgd_success_rate`` in ``summary.json``. At equal iterations it shows
 whether PGD's curve measures the model or the attack (DESIGN.md, contract 11). It costs one more
-attack per eps (about as long as the PGD run: the study takes about twice as long);
-``study.apgd=false`` leaves it out.
+attack per eps, at most as many passes as the PGD run (a fooled image leaves APGD: the study counts
+nothing else); ``study.apgd=false`` leaves it out.
 
 Step size: ``alpha: null`` uses PGD's rule ``alpha = 2.5 * eps / max_iter`` (Madry et al.:
 ``max_iter`` steps can cross the eps-ball 2.5 times, so the last iterations can still reach
@@ -55,7 +55,7 @@ from advmed.studies.pgd_study_figures import (
 )
 from advmed.studies.pgd_study_records import StudyRecords, attack_records
 from advmed.studies.pgd_study_settings import StudySettings
-from advmed.studies.pgd_study_tables import column, confidence_bins_table, eps_sweep_table, iterations_table
+from advmed.studies.pgd_study_tables import confidence_bins_table, eps_sweep_table, iterations_table
 from advmed.utils.files import write_json
 from advmed.utils.loggers import log_image, log_table
 from advmed.utils.tables import Table, write_csv
@@ -97,8 +97,8 @@ def run_study(
     n_below = int((eligible & (bins.assign(records.clean_confidence) < 0)).sum())
     sweep = tables["eps_sweep"]
     k = settings.max_iter
-    eps_axis, rates = column(sweep, "eps"), column(sweep, "success_rate")
-    apgd_rates = column(sweep, "apgd_success_rate") if settings.apgd else None
+    eps_axis, rates = sweep.column("eps"), sweep.column("success_rate")
+    apgd_rates = sweep.column("apgd_success_rate") if settings.apgd else None
     pgd_label, apgd_label = f"PGD-{k}", f"APGD-CE-{k}"
     series = {pgd_label: (eps_axis, rates)}
     if apgd_rates is not None:

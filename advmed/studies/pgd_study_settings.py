@@ -83,7 +83,7 @@ class StudySettings:
         apgd: also run APGD-CE (L-inf, ``steps = max_iter``, one restart, same random-start
             switch and seed) at every eps on the same images, beside PGD in Fig. 3a
             (``apgd_success_rate``): the stronger attack at equal iterations (DESIGN.md,
-            contract 11). Costs one more attack per eps, about as long as the PGD run.
+            contract 11). Costs one more attack per eps, at most as many passes as the PGD run.
     """
 
     eps: tuple[float, ...] = DEFAULT_EPS

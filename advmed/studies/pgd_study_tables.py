@@ -38,12 +38,6 @@ def eps_sweep_table(records: StudyRecords) -> Table:
     return Table(list(columns), rows)
 
 
-def column(table: Table, name: str) -> list:
-    """The values of column ``name`` of ``table``, in row order."""
-    i = table.columns.index(name)
-    return [row[i] for row in table.rows]
-
-
 def iterations_table(records: StudyRecords) -> Table:
     """Fig. 3b: success rate after each step 1..max_iter, for each eps."""
     n_eligible = int(records.eligible.sum())

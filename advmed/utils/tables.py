@@ -16,6 +16,11 @@ class Table:
     columns: list[str]
     rows: list[list[Any]]
 
+    def column(self, name: str) -> list[Any]:
+        """The values of column ``name``, in row order."""
+        i = self.columns.index(name)
+        return [row[i] for row in self.rows]
+
 
 def write_csv(path: str | Path, table: Table) -> Path:
     """Write ``table`` as CSV (header row first), atomically."""

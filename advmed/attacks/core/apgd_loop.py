@@ -225,6 +225,7 @@ def _still_running(verdict: bool | Tensor | None) -> tuple[Tensor | None, bool]:
     """An observer's verdict as (indices of the samples still running or None for all, run over)."""
     if not isinstance(verdict, Tensor):
         return None, bool(verdict)
-    if bool(verdict.all()):
+    done = int(verdict.sum())  # one host sync per iteration, not two
+    if done == verdict.numel():
         return None, True
-    return (None if not bool(verdict.any()) else (~verdict).nonzero().squeeze(1)), False
+    return (None if done == 0 else (~verdict).nonzero().squeeze(1)), False
