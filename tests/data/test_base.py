@@ -151,12 +151,40 @@ def test_the_training_shuffle_is_a_function_of_seed_and_epoch_with_the_orders_of
     from advmed.data.base import EpochRandomSampler
 
     items = list(range(50))
-    # What a loader seeded once drew, epoch after epoch (Lightning stops at len(loader): no tail draw).
-    once_seeded = DataLoader(items, batch_size=50, shuffle=True, generator=torch.Generator().manual_seed(7))
-    expected = [next(iter(once_seeded)).tolist() for _ in range(4)]
+    # What a loader seeded once drew, epoch after epoch, each epoch iterated to its end (as Lightning
+    # does: its fetcher asks past the last batch, and the exhausted RandomSampler draws one more
+    # permutation, which moves every later epoch).
+    once_seeded = DataLoader(items, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(7))
+    expected = [torch.cat(list(once_seeded)).tolist() for _ in range(4)]
     assert len({tuple(order) for order in expected}) == 4
 
     for epoch in (3, 0, 2, 1):  # any order of epochs: a resumed run starts anywhere
         sampler = EpochRandomSampler(items, seed=7)
         sampler.set_epoch(epoch)
-        assert list(sampler) == expected[epoch] == list(sampler)  # and again: iterating draws nothing
+        assert list(sampler) == expected[epoch] == list(sampler), epoch  # and again: iterating draws nothing
+
+
+class _OnceSeededToy(ToyDataModule):
+    """The training loader of advmed before the epoch-seeded sampler (commit 1b4041c)."""
+
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        dataset = self._require("train")
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=torch.Generator().manual_seed(self.seed))
+
+
+def test_lightning_fits_see_the_orders_of_the_once_seeded_loader():
+    """The RNG-stream contract of the shuffle in a real fit: the figures measured before the
+    epoch-seeded sampler (e.g. the demo at 1b4041c) depend on these orders, every epoch."""
+    seen = []
+    for datamodule in (ToyDataModule(seed=3), _OnceSeededToy(seed=3)):
+        torch.manual_seed(0)  # the augmentation's draws
+        model = _Recorder()
+        L.Trainer(
+            accelerator="cpu", max_epochs=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+        ).fit(model, datamodule=datamodule)
+        seen.append(torch.cat(model.seen["train"]))
+    assert len(seen[0]) == 3 * 60
+    assert torch.equal(seen[0], seen[1])
