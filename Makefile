@@ -9,6 +9,14 @@ PYTEST_ARGS ?=
 # a test module per worker at a time (its module fixtures are built once), the long modules first
 # (tests/conftest.py: LONG_MODULES; xdist's own reordering, by test count, is off).
 PYTEST_PARALLEL ?= -n auto --dist loadscope --no-loadscope-reorder
+# SEEDS=0,1,2 on any paper-<name> target: the whole pipeline once per seed, each into <its dir>_seeds/seed_<s>/
+# (seed=<s> overrides every stage), then its tables over the seeds, mean ± sd, beside them
+# (advmed/studies/over_seeds.py). Without SEEDS: one run with the experiments' own seed (42).
+SEEDS ?=
+comma := ,
+SEED_LIST = $(subst $(comma), ,$(SEEDS))
+PAPER_PGD_STUDY_DIR ?= outputs/paper_pgd_study
+PAPER_PGD_STUDY_ARGS ?=
 PAPER_SNAP_DIR ?= outputs/paper_snap
 PAPER_SNAP_AREAS ?= 0.02,0.05,0.1
 PAPER_SNAP_ARGS ?=
@@ -35,7 +43,7 @@ PAPER_LOCKSHIN_SCALE ?= cpu
 PAPER_LOCKSHIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin clean
+.PHONY: help install demo test test-fast test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin figures clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -98,17 +106,31 @@ bench-gpu: install ## GPU training speed: ResNet50 img/s + MFU, classifier and a
 	$(PY) experiments/benchmarks/adversarial_training.py --device cuda --arch resnet34 --image-size 224 --batch 64 --steps 20 --bf16 --channels-last --adv-fraction 1.0 0.5
 
 paper-pgd-study: install ## PGD attack-success study (Fig. 3a-d) on synthetic histology; see experiments/pgd_study/README.md
-	$(PY) -m advmed.train experiment=pgd_study/synthetic hydra.run.dir=outputs/paper_pgd_study/train
-	$(PY) -m advmed.train -m experiment=pgd_study/train_size hydra.sweep.dir=outputs/paper_pgd_study/train_size
-	$(PY) experiments/pgd_study/aggregate.py outputs/paper_pgd_study/train_size
+ifneq ($(SEEDS),)
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-pgd-study SEEDS= PAPER_PGD_STUDY_DIR=$(PAPER_PGD_STUDY_DIR)_seeds/seed_$$s PAPER_PGD_STUDY_ARGS="$(PAPER_PGD_STUDY_ARGS) seed=$$s" || exit 1; done
+	$(PY) -m advmed.studies.over_seeds pgd_study $(PAPER_PGD_STUDY_DIR)_seeds --seeds $(SEEDS)
+else
+	$(PY) -m advmed.train experiment=pgd_study/synthetic $(PAPER_PGD_STUDY_ARGS) hydra.run.dir=$(PAPER_PGD_STUDY_DIR)/train
+	$(PY) -m advmed.train -m experiment=pgd_study/train_size $(PAPER_PGD_STUDY_ARGS) hydra.sweep.dir=$(PAPER_PGD_STUDY_DIR)/train_size
+	$(PY) experiments/pgd_study/aggregate.py $(PAPER_PGD_STUDY_DIR)/train_size --output-dir $(PAPER_PGD_STUDY_DIR)
+endif
 
 paper-snap: install ## SNAP patches on synthetic lymph nodes: ResNet50, area sweep, table; see experiments/snap/README.md
+ifneq ($(SEEDS),)
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-snap SEEDS= PAPER_SNAP_DIR=$(PAPER_SNAP_DIR)_seeds/seed_$$s PAPER_SNAP_ARGS="$(PAPER_SNAP_ARGS) seed=$$s" || exit 1; done
+	$(PY) -m advmed.studies.over_seeds snap $(PAPER_SNAP_DIR)_seeds --seeds $(SEEDS)
+else
 	rm -rf $(PAPER_SNAP_DIR)
 	$(PY) -m advmed.train experiment=snap/synthetic_resnet50 test=false $(PAPER_SNAP_ARGS) hydra.run.dir=$(PAPER_SNAP_DIR)/train
 	$(PY) -m advmed.evaluate -m experiment=snap/synthetic_resnet50 $(PAPER_SNAP_ARGS) ckpt_path=$(PAPER_SNAP_DIR)/train/checkpoints/best.ckpt attack.area_fraction=$(PAPER_SNAP_AREAS) hydra.sweep.dir=$(PAPER_SNAP_DIR)/area_sweep
 	$(PY) experiments/snap/aggregate.py $(PAPER_SNAP_DIR)/area_sweep --headline 0.1 --output-dir $(PAPER_SNAP_DIR)
+endif
 
 paper-pervin: install ## U-Net + FGSM / Inverse-FGSM augmentation on synthetic CT, Tables 1-2 (FGSM and SEA); see experiments/pervin/README.md
+ifneq ($(SEEDS),)
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-pervin SEEDS= PAPER_PERVIN_DIR=$(PAPER_PERVIN_DIR)_seeds/seed_$$s PAPER_PERVIN_DATA="$(PAPER_PERVIN_DATA) seed=$$s" || exit 1; done
+	$(PY) -m advmed.studies.over_seeds pervin $(PAPER_PERVIN_DIR)_seeds --seeds $(SEEDS)
+else
 	rm -rf $(PAPER_PERVIN_DIR)
 	$(PY) -m advmed.train experiment=pervin/unet $(PAPER_PERVIN_DATA) $(PAPER_PERVIN_ARGS) hydra.run.dir=$(PAPER_PERVIN_DIR)/unet
 	$(PY) -m advmed.augment experiment=pervin/unet $(PAPER_PERVIN_DATA) ckpt_path=$(PAPER_PERVIN_DIR)/unet/checkpoints/best.ckpt attack=fgsm attack.eps=0.1 output_dir=$(PAPER_PERVIN_DIR)/augment_fgsm hydra.run.dir=$(PAPER_PERVIN_DIR)/augment_fgsm_log
@@ -125,8 +147,13 @@ paper-pervin: install ## U-Net + FGSM / Inverse-FGSM augmentation on synthetic C
 	    hydra.sweep.dir=$(PAPER_PERVIN_DIR)/eps_sweep_sea/$$model || exit 1; \
 	done; fi
 	$(PY) experiments/pervin/aggregate.py $(PAPER_PERVIN_DIR)
+endif
 
 paper-chen: install ## U-Net, deformation attacker xi sweep + D / V ablations on synthetic CT, Table 1; see experiments/chen/README.md
+ifneq ($(SEEDS),)
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-chen SEEDS= PAPER_CHEN_DIR=$(PAPER_CHEN_DIR)_seeds/seed_$$s PAPER_CHEN_DATA="$(PAPER_CHEN_DATA) seed=$$s" || exit 1; done
+	$(PY) -m advmed.studies.over_seeds chen $(PAPER_CHEN_DIR)_seeds --seeds $(SEEDS)
+else
 	rm -rf $(PAPER_CHEN_DIR)
 	$(PY) -m advmed.train experiment=chen/unet $(PAPER_CHEN_DATA) $(PAPER_CHEN_UNET_ARGS) hydra.run.dir=$(PAPER_CHEN_DIR)/unet
 	$(PY) -m advmed.train -m experiment=chen/deformation $(PAPER_CHEN_DATA) $(PAPER_CHEN_ARGS) \
@@ -136,9 +163,18 @@ paper-chen: install ## U-Net, deformation attacker xi sweep + D / V ablations on
 	  model.unet_ckpt=$(PAPER_CHEN_DIR)/unet/checkpoints/best.ckpt model.xi=$(PAPER_CHEN_ABLATION_XI) model.components=d,v \
 	  hydra.sweep.dir=$(PAPER_CHEN_DIR)/ablations 'hydra.sweep.subdir=$${model.components}_xi_$${model.xi}'
 	$(PY) experiments/chen/aggregate.py $(PAPER_CHEN_DIR)
+endif
 
 paper-lockshin: install ## StyleGAN2 -> SRGAN -> AdvGAN augmentation, three ResNet34s, Table 1 (resumes after a kill); see experiments/lockshin/README.md
+ifneq ($(SEEDS),)
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-lockshin SEEDS= PAPER_LOCKSHIN_DIR=$(PAPER_LOCKSHIN_DIR)_seeds/seed_$$s PAPER_LOCKSHIN_ARGS="$(PAPER_LOCKSHIN_ARGS) seed=$$s" || exit 1; done
+	$(PY) -m advmed.studies.over_seeds lockshin $(PAPER_LOCKSHIN_DIR)_seeds --seeds $(SEEDS)
+else
 	$(PY) experiments/lockshin/pipeline.py --scale $(PAPER_LOCKSHIN_SCALE) --out $(PAPER_LOCKSHIN_DIR) $(PAPER_LOCKSHIN_ARGS)
+endif
+
+figures: install ## render the measured tables in the papers' READMEs from experiments/<paper>/measured/ (record a run first: python -m advmed.studies.readme_figures record ...)
+	$(PY) -m advmed.studies.readme_figures render
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -8,8 +8,9 @@ test accuracy 0.9296 to 0.9519). The final weights themselves are not hashed: th
 differ between CPU models (seen: the same seeded fit ends at other accuracies on another machine),
 while the draws do not.
 
-When one of these hashes changes on purpose, regenerate the documented figures (`make figures`
-after the paper runs; see experiments/README.md) in the same change, then record the new hash here.
+When one of these hashes changes on purpose, rerun the paper pipelines and regenerate the documented
+figures in the same change (record the runs, then `make figures`: advmed/studies/readme_figures.py),
+then record the new hash here.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@ model fitted by advmed.train, the area sweep with its aggregation, and `make pap
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import subprocess
 import sys
 
@@ -14,6 +16,11 @@ from advmed.attacks.patch.snap import load_universal_patch
 from tests.conftest import REPO_ROOT
 from tests.data.lymph_node.test_hcd import write_hcd
 from tests.entrypoints.conftest import compose_config, read_metrics
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 # Seconds-long lymph-node runs (ResNet18 via debug=tiny, 32 px, a few images).
 LYMPH = ["data=synthetic_lymph_node", "debug=tiny", "data.image_size=32", "data.train_per_class=48",
@@ -96,26 +103,45 @@ def test_universal_patch_bad_settings_fail_before_training(lymph_classifier, tmp
 
 
 @pytest.mark.skipif(not (REPO_ROOT / "Makefile").is_file(), reason="needs the repository's Makefile")
-def test_make_paper_snap_pipeline_at_tiny_sizes(tmp_path):
-    """The `make paper-snap` recipe itself (train, area sweep, aggregation into one table), seconds-long."""
+def test_make_paper_snap_pipeline_at_tiny_sizes_over_two_seeds(tmp_path):
+    """The `make paper-snap` recipe itself (train, area sweep, aggregation into one table), seconds-long,
+    with SEEDS=0,1: the recipe once per seed into <dir>_seeds/seed_<s>/, then the table over the seeds."""
     tiny = " ".join(["debug=tiny", "data.image_size=32", "data.train_per_class=32", "data.val_per_class=4",
                      "data.test_per_class=4", "data.batch_size=16", "attack.steps=2", "trainer.max_epochs=1"])
     out = tmp_path / "paper_snap"
     proc = subprocess.run(
-        ["make", "-s", "-o", ".venv/.installed-stamp", "paper-snap", f"PY={sys.executable}",
+        ["make", "-s", "-o", ".venv/.installed-stamp", "paper-snap", f"PY={sys.executable}", "SEEDS=0,1",
          f"PAPER_SNAP_DIR={out}", f"PAPER_SNAP_ARGS={tiny}", "PAPER_SNAP_AREAS=0.05,0.1"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT), "WANDB_MODE": "offline"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = (out / "area_fraction_sweep.csv").read_text().splitlines()
-    assert table[0].startswith("area_fraction,test/acc,test/adv_acc,test/attack_success_rate,test/area_fraction")
-    covered = [float(row.split(",")[4]) for row in table[1:]]
-    assert len(covered) == 2 and covered[0] <= 0.05 < covered[1] <= 0.1
-    headline = json.loads((out / "metrics.json").read_text())
-    assert headline["headline"] == {"attack.area_fraction": "0.1"}
-    metrics = read_metrics(out)
-    for key in ("test/acc", "test/adv_acc", "test/attack_success_rate", "test/area_fraction"):
-        assert 0.0 <= metrics[key] <= 1.0, key
-    assert metrics["test/area_fraction"] == pytest.approx(covered[1])
-    assert (out / "area_fraction_sweep.md").is_file() and (out / "accuracy_vs_area_fraction.png").stat().st_size > 1000
+    seeds_dir = tmp_path / "paper_snap_seeds"
+    accuracies = {}
+    for seed in ("0", "1"):
+        run = seeds_dir / f"seed_{seed}"
+        assert f"seed: {seed}\n" in (run / "train" / ".hydra" / "config.yaml").read_text()  # the seed reached training
+        table = (run / "area_fraction_sweep.csv").read_text().splitlines()
+        assert table[0].startswith("area_fraction,test/acc,test/adv_acc,test/attack_success_rate,test/area_fraction")
+        covered = [float(row.split(",")[4]) for row in table[1:]]
+        assert len(covered) == 2 and covered[0] <= 0.05 < covered[1] <= 0.1
+        accuracies[seed] = [float(row.split(",")[2]) for row in table[1:]]
+        headline = json.loads((run / "metrics.json").read_text())
+        assert headline["headline"] == {"attack.area_fraction": "0.1"}
+        metrics = read_metrics(run)
+        for key in ("test/acc", "test/adv_acc", "test/area_fraction"):
+            assert 0.0 <= metrics[key] <= 1.0, key
+        success = metrics["test/attack_success_rate"]  # NaN when a tiny model gets no metastasis tile right
+        assert 0.0 <= success <= 1.0 or (math.isnan(success) and metrics["test/adv_acc"] == metrics["test/acc"])
+        assert metrics["test/area_fraction"] == pytest.approx(covered[1])
+        assert (run / "area_fraction_sweep.md").is_file() and (run / "accuracy_vs_area_fraction.png").stat().st_size > 1000
+    over = read_csv(seeds_dir / "area_fraction_sweep_over_seeds.csv")
+    assert [r["area_fraction"] for r in over] == ["0.05", "0.1"] and all(r["n"] == "2" for r in over)
+    for i, row in enumerate(over):
+        pair = [accuracies["0"][i], accuracies["1"][i]]
+        assert float(row["test/adv_acc_mean"]) == pytest.approx(sum(pair) / 2)
+        assert float(row["test/adv_acc_sd"]) == pytest.approx(abs(pair[0] - pair[1]) / 2 ** 0.5)
+    per_seed = read_csv(seeds_dir / "area_fraction_sweep_per_seed.csv")
+    assert [r["seed"] for r in per_seed] == ["0", "0", "1", "1"]
+    assert "± " in (seeds_dir / "area_fraction_sweep_over_seeds.md").read_text()
+    assert not out.exists()  # the one-seed folder is left alone

@@ -1,0 +1,130 @@
+"""The claims of each paper that its measured tables can confirm or refute, checked per seed and on
+the mean over seeds (:mod:`advmed.studies.readme_figures` prints the verdicts under the tables).
+
+A claim is a function of one run's tables (``{table file: Table}``) that returns True or False; it is
+checked on each seed's tables and on the table of means. "Holds in every seed" and "holds on the mean
+only" are different statements about a method, and a reader should see which one a README makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from advmed.utils.tables import Table
+
+Tables = dict[str, Table]
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    holds: Callable[[Tables], bool]
+
+
+def _rows(table: Table) -> list[dict]:
+    return [dict(zip(table.columns, row)) for row in table.rows]
+
+
+def _strictly(values: list[float], falling: bool) -> bool:
+    pairs = list(zip(values, values[1:]))
+    return bool(pairs) and all((b < a) if falling else (b > a) for a, b in pairs)
+
+
+# --------------------------------------------------------------------------- SNAP
+
+
+def _snap(tables: Tables) -> list[dict]:
+    return sorted(_rows(tables["area_fraction_sweep.csv"]), key=lambda r: r["area_fraction"])
+
+
+SNAP = (
+    Claim("accuracy under SNAP falls as the patch area grows",
+          lambda t: _strictly([r["test/adv_acc"] for r in _snap(t)], falling=True)),
+    Claim("targeted success grows with the patch area",
+          lambda t: _strictly([r["test/attack_success_rate"] for r in _snap(t)], falling=False)),
+    Claim("patches covering at most 10 % of the image lower accuracy by at least 0.2 (paper: 0.963 -> 0.690)",
+          lambda t: any(r["area_fraction"] == 0.1 and r["test/acc"] - r["test/adv_acc"] >= 0.2 for r in _snap(t))),
+    Claim("the patches stay within their area budget",
+          lambda t: all(r["test/area_fraction"] <= r["area_fraction"] + 1e-9 for r in _snap(t))),
+)
+
+
+# --------------------------------------------------------------------------- Chen et al.
+
+ORGANS = ("pancreas", "kidneys", "liver", "spleen")
+
+
+def _chen(tables: Tables) -> dict[str, dict]:
+    return {r["row"]: r for r in _rows(tables["table1.csv"])}
+
+
+def _mean_dice(row: dict) -> float:
+    return sum(row[o] for o in ORGANS) / len(ORGANS)
+
+
+def _xi_rows(tables: Tables) -> list[dict]:
+    rows = _chen(tables)
+    xi = sorted((float(name.split("=", 1)[1]), row) for name, row in rows.items() if name.startswith("xi="))
+    return [row for _, row in xi]
+
+
+def _fields_break_less(tables: Tables) -> bool:
+    rows = _chen(tables)
+    dv = next((r for name, r in rows.items() if name == "xi=2.0"), None)
+    d, v = rows.get("D xi=2.0"), rows.get("V xi=2.0")
+    return None not in (dv, d, v) and _mean_dice(dv) < min(_mean_dice(d), _mean_dice(v))
+
+
+CHEN = (
+    Claim("mean Dice over the organs falls with xi, strictly", lambda t: _strictly([_mean_dice(r) for r in _xi_rows(t)], True)),
+    Claim("the perceptibility p grows with xi, strictly", lambda t: _strictly([r["p"] for r in _xi_rows(t)], False)),
+    Claim("at xi 2.0 the D+V attack breaks more (lower mean Dice) than its D or V field alone", _fields_break_less),
+    Claim("at the largest xi every organ's Dice is below 70 % of clean (the paper's 30 % decrease)",
+          lambda t: all(_xi_rows(t)[-1][o] < 0.7 * _chen(t)["clean"][o] for o in ORGANS)),
+)
+
+
+# --------------------------------------------------------------------------- Pervin et al.
+
+
+def _pervin_fgsm(tables: Tables) -> dict[tuple[str, float], float]:
+    return {(r["model"], float(r["eps"])): r["fgsm_iou"] for r in _rows(tables["table2_iou_vs_eps.csv"])
+            if r.get("fgsm_iou") is not None}
+
+
+def _augmented_beats_plain(model: str) -> Callable[[Tables], bool]:
+    def holds(tables: Tables) -> bool:
+        iou = _pervin_fgsm(tables)
+        eps = sorted(e for m, e in iou if m == "unet" and e > 0)
+        return bool(eps) and all((model, e) in iou and iou[(model, e)] > iou[("unet", e)] for e in eps)
+    return holds
+
+
+PERVIN = (
+    Claim("the FGSM-augmented U-Net has a higher IoU than the plain U-Net under FGSM at every eps > 0",
+          _augmented_beats_plain("unet_fgsm")),
+    Claim("the Inverse-FGSM-augmented U-Net has a higher IoU than the plain U-Net under FGSM at every eps > 0",
+          _augmented_beats_plain("unet_invfgsm")),
+)
+
+CLAIMS: dict[str, tuple[Claim, ...]] = {"snap": SNAP, "chen": CHEN, "pervin": PERVIN}
+
+
+def verdict(claim: Claim, per_seed: dict[str, Tables], mean: Tables | None) -> str:
+    """``holds in every seed (0, 1, 2)``, ``holds in 2 of 3 seeds (0, 2) and on the mean``, ..."""
+    held = [seed for seed, tables in per_seed.items() if _safe(claim, tables)]
+    on_mean = mean is not None and _safe(claim, mean)
+    n = len(per_seed)
+    if len(held) == n:
+        return f"holds in every seed ({', '.join(held)})"
+    seeds = f"holds in {len(held)} of {n} seeds" + (f" ({', '.join(held)})" if held else "")
+    return seeds + (" and on the mean" if on_mean else ", not on the mean")
+
+
+def _safe(claim: Claim, tables: Tables) -> bool:
+    """A claim whose rows are missing (a table without that setting) does not hold."""
+    try:
+        return bool(claim.holds(tables))
+    except (KeyError, TypeError, IndexError, StopIteration):
+        return False
