@@ -19,7 +19,7 @@ Tables = dict[str, Table]
 @dataclass(frozen=True)
 class Claim:
     text: str
-    holds: Callable[[Tables], bool]
+    holds: Callable[[Tables], bool | None]  # None: the tables do not measure it
 
 
 def _rows(table: Table) -> list[dict]:
@@ -88,43 +88,66 @@ CHEN = (
 # --------------------------------------------------------------------------- Pervin et al.
 
 
-def _pervin_fgsm(tables: Tables) -> dict[tuple[str, float], float]:
-    return {(r["model"], float(r["eps"])): r["fgsm_iou"] for r in _rows(tables["table2_iou_vs_eps.csv"])
-            if r.get("fgsm_iou") is not None}
+def _pervin(tables: Tables, column: str) -> dict[tuple[str, float], float]:
+    return {(r["model"], float(r["eps"])): r[column] for r in _rows(tables["table2_iou_vs_eps.csv"])
+            if isinstance(r.get(column), (int, float))}
 
 
-def _augmented_beats_plain(model: str) -> Callable[[Tables], bool]:
-    def holds(tables: Tables) -> bool:
-        iou = _pervin_fgsm(tables)
+def _beats_plain(model: str, column: str) -> Callable[[Tables], bool | None]:
+    """``model``'s IoU above the plain U-Net's under the attack of ``column`` at every eps > 0 it has."""
+    def holds(tables: Tables) -> bool | None:
+        iou = _pervin(tables, column)
         eps = sorted(e for m, e in iou if m == "unet" and e > 0)
-        return bool(eps) and all((model, e) in iou and iou[(model, e)] > iou[("unet", e)] for e in eps)
+        if not eps:
+            return None  # that attack was not run
+        return all((model, e) in iou and iou[(model, e)] > iou[("unet", e)] for e in eps)
     return holds
 
 
+def _sea_shrinks_the_gap(tables: Tables) -> bool | None:
+    """At every eps SEA ran, the augmented U-Nets' lead over the plain one is smaller under SEA than under FGSM."""
+    fgsm, sea = _pervin(tables, "fgsm_iou"), _pervin(tables, "sea_iou")
+    eps = sorted(e for m, e in sea if m == "unet" and e > 0)
+    if not eps:
+        return None
+    return all(sea[(m, e)] - sea[("unet", e)] < fgsm[(m, e)] - fgsm[("unet", e)]
+               for m in ("unet_fgsm", "unet_invfgsm") for e in eps)
+
+
 PERVIN = (
-    Claim("the FGSM-augmented U-Net has a higher IoU than the plain U-Net under FGSM at every eps > 0",
-          _augmented_beats_plain("unet_fgsm")),
-    Claim("the Inverse-FGSM-augmented U-Net has a higher IoU than the plain U-Net under FGSM at every eps > 0",
-          _augmented_beats_plain("unet_invfgsm")),
+    Claim("FGSM augmentation: higher IoU than the plain U-Net under FGSM at every eps > 0", _beats_plain("unet_fgsm", "fgsm_iou")),
+    Claim("Inverse-FGSM augmentation: higher IoU than the plain U-Net under FGSM at every eps > 0",
+          _beats_plain("unet_invfgsm", "fgsm_iou")),
+    Claim("FGSM augmentation: higher IoU than the plain U-Net under SEA at every eps SEA ran", _beats_plain("unet_fgsm", "sea_iou")),
+    Claim("Inverse-FGSM augmentation: higher IoU than the plain U-Net under SEA at every eps SEA ran",
+          _beats_plain("unet_invfgsm", "sea_iou")),
+    Claim("the augmentations' lead is smaller under SEA than under FGSM (robustness to the attack they were made with)",
+          _sea_shrinks_the_gap),
 )
 
 CLAIMS: dict[str, tuple[Claim, ...]] = {"snap": SNAP, "chen": CHEN, "pervin": PERVIN}
 
 
 def verdict(claim: Claim, per_seed: dict[str, Tables], mean: Tables | None) -> str:
-    """``holds in every seed (0, 1, 2)``, ``holds in 2 of 3 seeds (0, 2) and on the mean``, ..."""
-    held = [seed for seed, tables in per_seed.items() if _safe(claim, tables)]
-    on_mean = mean is not None and _safe(claim, mean)
-    n = len(per_seed)
+    """``holds in every seed (0, 1, 2)``, ``holds in 2 of 3 seeds (0, 2) and on the mean``, ``not
+    measured`` (the tables lack what the claim is about, e.g. a SEA column that was not run)."""
+    results = {seed: _safe(claim, tables) for seed, tables in per_seed.items()}
+    measured = [seed for seed, result in results.items() if result is not None]
+    if not measured:
+        return "not measured"
+    held = [seed for seed in measured if results[seed]]
+    on_mean = mean is not None and bool(_safe(claim, mean))
+    n = len(measured)
     if len(held) == n:
         return f"holds in every seed ({', '.join(held)})"
     seeds = f"holds in {len(held)} of {n} seeds" + (f" ({', '.join(held)})" if held else "")
     return seeds + (" and on the mean" if on_mean else ", not on the mean")
 
 
-def _safe(claim: Claim, tables: Tables) -> bool:
-    """A claim whose rows are missing (a table without that setting) does not hold."""
+def _safe(claim: Claim, tables: Tables) -> bool | None:
+    """None where the tables lack the rows the claim reads (a table without that setting)."""
     try:
-        return bool(claim.holds(tables))
+        result = claim.holds(tables)
     except (KeyError, TypeError, IndexError, StopIteration):
-        return False
+        return None
+    return None if result is None else bool(result)

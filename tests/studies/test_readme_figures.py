@@ -116,4 +116,6 @@ def test_a_claim_can_hold_on_the_mean_but_not_in_every_seed():
     assert verdict(falls, per_seed, tables([0.6, 0.42])) == "holds in 2 of 3 seeds (0, 2) and on the mean"
     assert verdict(falls, per_seed, tables([0.6, 0.7])) == "holds in 2 of 3 seeds (0, 2), not on the mean"
     assert verdict(falls, {"0": per_seed["0"], "2": per_seed["2"]}, None) == "holds in every seed (0, 2)"
-    assert verdict(falls, {"0": {}}, None) == "holds in 0 of 1 seeds, not on the mean"  # a missing table: not held
+    assert verdict(falls, {"0": {}}, None) == "not measured"  # a missing table
+    flat = tables([0.6, 0.6])
+    assert verdict(falls, {"0": flat, "1": {}}, None) == "holds in 0 of 1 seeds, not on the mean"
