@@ -51,7 +51,7 @@ PAPERS: dict[str, Paper] = {
                        column_digits={"test/area_fraction": 4, "test/steps": 1}),
         )),
         Paper("chen", "paper-chen", "outputs/paper_chen", "experiments/chen/README.md", (
-            PaperTable("table1.csv", ("row",), "Table 1: Dice per organ and perceptibility p"),
+            PaperTable("table1.csv", ("row",), "Table 1: Dice per organ and perceptibility p", column_digits={"p": 4}),
         )),
         Paper("pervin", "paper-pervin", "outputs/paper_pervin", "experiments/pervin/README.md", (
             PaperTable("table1_iou_over_epochs.csv", ("model", "epoch"), "Table 1: IoU over the training epochs"),
