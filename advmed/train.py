@@ -3,6 +3,7 @@
     python -m advmed.train experiment=demo
     python -m advmed.train -m experiment=demo attack.eps=0.02,0.05
     python -m advmed.train experiment=snap/universal model.classifier_ckpt=<run>/checkpoints/best.ckpt
+    python -m advmed.train experiment=demo objective=trades objective.beta=6
 
 Nothing here knows which model it fits (DESIGN contract 8): the model's own hooks do its
 family's work (its test step reports clean and attacked metrics) and callbacks chosen in config
@@ -11,11 +12,14 @@ do the rest (image grids, tables, the PGD study of ``experiment=pgd_study/*``).
 
 from __future__ import annotations
 
+import inspect
+
 import hydra
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
 from advmed.attacks import build_attack
+from advmed.objectives import Standard, build_objective
 from advmed.studies.robustness_report import write_report
 from advmed.utils.files import write_json
 from advmed.utils.job_status import record_job_status
@@ -38,13 +42,22 @@ quiet_library_noise()
 
 
 def build_model(cfg: DictConfig):
-    """The model of ``cfg.model``, given the configured attacks (only those that are set)."""
+    """The model of ``cfg.model``, given the configured attacks (only those that are set) and the
+    training objective (``cfg.objective``) when its constructor takes one."""
     attacks = {name: build_attack(cfg.get(key)) for name, key in (("train_attack", "train_attack"), ("test_attack", "attack"))}
-    return instantiate(
-        cfg.model,
-        **{name: attack for name, attack in attacks.items() if attack is not None},
-        _recursive_=False,  # optimizer/scheduler stay configs; the module builds them
-    )
+    kwargs = {name: attack for name, attack in attacks.items() if attack is not None}
+    objective = build_objective(cfg.get("objective"))
+    if objective is not None:
+        # A module that trains with an objective says so by taking one (the classifier, the segmenter);
+        # the others (GANs, attackers) train with their own losses and are left alone under the default.
+        if "objective" in inspect.signature(get_object(cfg.model._target_)).parameters:
+            kwargs["objective"] = objective
+        elif not isinstance(objective, Standard):
+            raise ValueError(
+                f"objective={objective.name}: {cfg.model._target_} trains with its own losses and takes no objective; "
+                "drop the objective override (objectives train the classifier and the segmenter: model=resnet34, unet, ...)"
+            )
+    return instantiate(cfg.model, **kwargs, _recursive_=False)  # optimizer/scheduler stay configs; the module builds them
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

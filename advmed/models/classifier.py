@@ -1,4 +1,5 @@
-"""Image classifier LightningModule with optional adversarial training and attacked testing."""
+"""Image classifier LightningModule trained with any objective (standard, adversarial: :mod:`advmed.objectives`)
+and tested clean and under an attack."""
 
 from __future__ import annotations
 
@@ -26,15 +27,20 @@ class ClassifierModule(SupervisedModule):
         optimizer: a Hydra ``_target_`` dict for a ``torch.optim`` optimizer (params are added).
         scheduler: an optional ``_target_`` dict for a ``torch.optim.lr_scheduler`` scheduler.
         adv_fraction: fraction of each training batch replaced by ``train_attack``'s
-            adversarial images (adversarial training / augmentation); 0 disables it.
+            adversarial images (adversarial training / augmentation); 0 disables it. The standard
+            objective's spelling of ``objective=mixed`` (see :class:`~advmed.models.supervised.SupervisedModule`).
         channels_last: run the network in channels-last memory format (faster on GPUs).
         train_attack: attack used for adversarial training (not saved in the checkpoint).
+        objective: the loss of a training step (:mod:`advmed.objectives`; None: standard training;
+            not saved in the checkpoint). Logged: ``train/loss``, its terms as ``train/<term>`` and
+            ``train/acc`` on the logits the objective names.
         test_attack: attack applied in ``test_step``; adds ``test/adv_acc``,
             ``test/attack_success_rate`` (targeted attacks: moved to their target class), the mean
             L-inf / L2 size of the perturbation and the attack's own stats (e.g. ``test/area_fraction``).
     """
 
     monitor = ("val/acc", "max")  # the metric that picks the best checkpoint
+    task = "classification"
 
     def __init__(
         self,
@@ -51,17 +57,18 @@ class ClassifierModule(SupervisedModule):
         channels_last: bool = False,
         train_attack=None,
         test_attack=None,
+        objective=None,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
         # Plain containers, so the checkpoint loads with weights_only=True (no OmegaConf objects).
         optimizer, scheduler, class_names = (plain(v) for v in (optimizer, scheduler, class_names))
-        self.save_hyperparameters(ignore=["train_attack", "test_attack"])
+        self.save_hyperparameters(ignore=["train_attack", "test_attack", "objective"])
         self.net = ResNetClassifier(arch, num_classes, in_channels, pretrained_path, pretrained_missing)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.init_attacks(train_attack, test_attack)
+        self.init_attacks(train_attack, test_attack, objective)
 
         def acc() -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -79,20 +86,23 @@ class ClassifierModule(SupervisedModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    def criterion(self, logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy, averaged over the batch (or over the samples ``weight`` keeps)."""
+        if weight is None:
+            return F.cross_entropy(logits, y)
+        return (F.cross_entropy(logits, y, reduction="none") * weight).sum() / weight.sum().clamp_min(1)
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        return self.check_finite(F.cross_entropy(logits, y))
+        return self.check_finite(self.criterion(logits, y))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         x, y = batch
-        x = self.mix_adversarial(x, y)
-        logits = self(x)
-        loss = self._loss(logits, y)
-        if loss is None:  # not finite, nonfinite_loss=skip
+        out = self.objective_step(x, y)
+        if out is None:  # not finite, nonfinite_loss=skip
             return None
-        self.train_acc(logits.argmax(1), y)
-        self.log("train/loss", loss, prog_bar=True)
+        self.train_acc(out.logits.argmax(1), y)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        return out.loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch

@@ -36,9 +36,12 @@ class SegmentationModule(SupervisedModule):
         optimizer, scheduler, adv_fraction: see :class:`~advmed.models.supervised.SupervisedModule`.
         channels_last: run the network in channels-last memory format (faster convolutions on GPU).
         train_attack, test_attack: the attacks of adversarial training and of testing (not saved).
+        objective: the loss of a training step (:mod:`advmed.objectives`, per-pixel forms; None: standard
+            training with ``loss``; not saved). Its terms are logged as ``train/<term>``.
     """
 
     monitor = ("val/dice", "max")
+    task = "segmentation"
 
     def __init__(
         self,
@@ -57,6 +60,7 @@ class SegmentationModule(SupervisedModule):
         channels_last: bool = False,
         train_attack=None,
         test_attack=None,
+        objective=None,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -65,11 +69,11 @@ class SegmentationModule(SupervisedModule):
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
         optimizer, scheduler, class_names = (plain(v) for v in (optimizer, scheduler, class_names))
-        self.save_hyperparameters(ignore=["train_attack", "test_attack"])
+        self.save_hyperparameters(ignore=["train_attack", "test_attack", "objective"])
         self.net = UNet(num_classes, in_channels, base_width, depth, batch_norm, dropout)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.init_attacks(train_attack, test_attack)
+        self.init_attacks(train_attack, test_attack, objective)
         self.val_scores = SegmentationScores(class_names)
         self.test_scores = SegmentationScores(class_names)
         self.test_adv_scores = SegmentationScores(class_names)
@@ -81,23 +85,23 @@ class SegmentationModule(SupervisedModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def criterion(self, logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``model.loss`` averaged over the batch; per image over all pixels, or over those ``weight`` keeps."""
         name = self.hparams.loss
         loss = logits.new_zeros(())
         if "ce" in name.split("+"):
-            loss = loss + cross_entropy(logits, y).mean()
+            loss = loss + cross_entropy(logits, y, weight).mean()
         if "dice" in name.split("+"):
-            loss = loss + soft_dice_loss(logits, y).mean()
-        return self.check_finite(loss)
+            loss = loss + soft_dice_loss(logits, y, weight).mean()
+        return loss
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.check_finite(self.criterion(logits, y))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        x = self.mix_adversarial(x, y)
-        loss = self._loss(self(x), y)
-        if loss is None:  # not finite, nonfinite_loss=skip
-            return None
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+        out = self.objective_step(x, y)
+        return None if out is None else out.loss  # None: not finite, nonfinite_loss=skip
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
