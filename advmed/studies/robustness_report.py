@@ -83,6 +83,29 @@ def describe_attack(attack_cfg: dict | None) -> str:
     return f"{name}({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
 
+def overfitting_guard_lines(metrics: dict[str, float]) -> list[str]:
+    """What the catastrophic-overfitting guard found during training (``guard/*`` metrics of
+    :class:`~advmed.callbacks.overfitting_guard.CatastrophicOverfittingGuard`), as report lines; none
+    when it did not run."""
+    if "guard/catastrophic_overfitting" not in metrics:
+        return []
+    m = metrics
+    check = (f"PGD(eps={m['guard/eps']:.4g}, alpha={m['guard/alpha']:.4g}, steps={int(m['guard/steps'])}, random start) "
+             "accuracy on the guard's held training images")
+    if m["guard/catastrophic_overfitting"]:
+        then = "training stopped" if m.get("guard/stopped") else "training continued from them"
+        more = int(m.get("guard/detections", 1)) - 1
+        then += f" (and {more} later detection(s))" if more else ""
+        line = (f"**Catastrophic overfitting detected** at epoch {int(m['guard/detected_at_epoch'])} (step "
+                f"{int(m['guard/detected_at_step'])}): {check} fell from {m['guard/restored_pgd_acc']:.4f} (epoch "
+                f"{int(m['guard/restored_epoch'])}) to {m['guard/pgd_acc_at_detection']:.4f}, more than the margin of "
+                f"{m['guard/margin']:g}; the weights of epoch {int(m['guard/restored_epoch'])} were restored and {then}.")
+    else:
+        line = (f"Catastrophic-overfitting guard: no drop of more than {m['guard/margin']:g} in {check} over "
+                f"{int(m['guard/checks'])} checks (best {m['guard/best_pgd_acc']:.4f}, epoch {int(m['guard/best_epoch'])}).")
+    return ["## Training", "", f"- {line}", ""]
+
+
 def write_report(
     output_dir: str | Path,
     metrics: dict[str, float],
@@ -109,6 +132,7 @@ def write_report(
     ]
     if notes:
         lines += ["## Notes on the attack", "", *(f"- {note}" for note in notes), ""]
+    lines += overfitting_guard_lines(metrics)
     columns, rows = per_class_rows(metrics)
     if rows:
         lines += ["## Per class", "", markdown_table(columns, rows),
