@@ -41,9 +41,22 @@ PAPER_LOCKSHIN_DIR ?= outputs/paper_lockshin
 # e.g. PAPER_LOCKSHIN_ARGS='--stages advgan,adversarial' or '--force'
 PAPER_LOCKSHIN_SCALE ?= cpu
 PAPER_LOCKSHIN_ARGS ?=
+PAPER_ROBUST_TRAINING_DIR ?= outputs/paper_robust_training
+# CPU scale of `make paper-robust-training`: the tile counts (with conf/experiment/robust_training/base.yaml's 32 px,
+# ResNet18, 8 epochs: about 25 min on one thread); full scale and real data: experiments/robust_training/README.md
+PAPER_ROBUST_TRAINING_DATA ?= data.train_per_class=100 data.test_per_class=5
+# further overrides of every stage, training and evaluation (e.g. eps=8/255 trainer.max_epochs=30)
+PAPER_ROBUST_TRAINING_ARGS ?=
+PAPER_ROBUST_TRAINING_METHODS ?= standard,mixed_fgsm,pgd_at,trades,mart,fgsm_rs
+# the evaluations: every test tile in one batch (AutoAttack's cost is per batch of survivors), PGD with 20 steps, and
+# at CPU scale AutoAttack's standard version with half its iterations (50) and a fifth of Square's queries (1,000);
+# PAPER_ROBUST_TRAINING_AA_ARGS= (empty) runs it as its authors do (experiments/robust_training/README.md)
+PAPER_ROBUST_TRAINING_EVAL_ARGS ?= data.batch_size=256
+PAPER_ROBUST_TRAINING_PGD_ARGS ?= attack.steps=20
+PAPER_ROBUST_TRAINING_AA_ARGS ?= attack.steps=50 attack.n_queries=1000
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin figures clean
+.PHONY: help install demo test test-fast test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin paper-robust-training figures clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -107,7 +120,7 @@ bench-gpu: install ## GPU training speed: ResNet50 img/s + MFU, classifier and a
 
 paper-pgd-study: install ## PGD attack-success study (Fig. 3a-d) on synthetic histology; see experiments/pgd_study/README.md
 ifneq ($(SEEDS),)
-	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-pgd-study SEEDS= PAPER_PGD_STUDY_DIR=$(PAPER_PGD_STUDY_DIR)_seeds/seed_$$s PAPER_PGD_STUDY_ARGS="$(PAPER_PGD_STUDY_ARGS) seed=$$s" || exit 1; done
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-pgd-study SEEDS= PAPER_PGD_STUDY_DIR=$(PAPER_PGD_STUDY_DIR)_seeds/seed_$$s PAPER_PGD_STUDY_ARGS="$(PAPER_PGD_STUDY_ARGS) seed=$$s" || exit 1; done
 	$(PY) -m advmed.studies.over_seeds pgd_study $(PAPER_PGD_STUDY_DIR)_seeds --seeds $(SEEDS)
 else
 	$(PY) -m advmed.train experiment=pgd_study/synthetic $(PAPER_PGD_STUDY_ARGS) hydra.run.dir=$(PAPER_PGD_STUDY_DIR)/train
@@ -117,7 +130,7 @@ endif
 
 paper-snap: install ## SNAP patches on synthetic lymph nodes: ResNet50, area sweep, table; see experiments/snap/README.md
 ifneq ($(SEEDS),)
-	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-snap SEEDS= PAPER_SNAP_DIR=$(PAPER_SNAP_DIR)_seeds/seed_$$s PAPER_SNAP_ARGS="$(PAPER_SNAP_ARGS) seed=$$s" || exit 1; done
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-snap SEEDS= PAPER_SNAP_DIR=$(PAPER_SNAP_DIR)_seeds/seed_$$s PAPER_SNAP_ARGS="$(PAPER_SNAP_ARGS) seed=$$s" || exit 1; done
 	$(PY) -m advmed.studies.over_seeds snap $(PAPER_SNAP_DIR)_seeds --seeds $(SEEDS)
 else
 	rm -rf $(PAPER_SNAP_DIR)
@@ -128,7 +141,7 @@ endif
 
 paper-pervin: install ## U-Net + FGSM / Inverse-FGSM augmentation on synthetic CT, Tables 1-2 (FGSM and SEA); see experiments/pervin/README.md
 ifneq ($(SEEDS),)
-	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-pervin SEEDS= PAPER_PERVIN_DIR=$(PAPER_PERVIN_DIR)_seeds/seed_$$s PAPER_PERVIN_DATA="$(PAPER_PERVIN_DATA) seed=$$s" || exit 1; done
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-pervin SEEDS= PAPER_PERVIN_DIR=$(PAPER_PERVIN_DIR)_seeds/seed_$$s PAPER_PERVIN_DATA="$(PAPER_PERVIN_DATA) seed=$$s" || exit 1; done
 	$(PY) -m advmed.studies.over_seeds pervin $(PAPER_PERVIN_DIR)_seeds --seeds $(SEEDS)
 else
 	rm -rf $(PAPER_PERVIN_DIR)
@@ -151,7 +164,7 @@ endif
 
 paper-chen: install ## U-Net, deformation attacker xi sweep + D / V ablations on synthetic CT, Table 1; see experiments/chen/README.md
 ifneq ($(SEEDS),)
-	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-chen SEEDS= PAPER_CHEN_DIR=$(PAPER_CHEN_DIR)_seeds/seed_$$s PAPER_CHEN_DATA="$(PAPER_CHEN_DATA) seed=$$s" || exit 1; done
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-chen SEEDS= PAPER_CHEN_DIR=$(PAPER_CHEN_DIR)_seeds/seed_$$s PAPER_CHEN_DATA="$(PAPER_CHEN_DATA) seed=$$s" || exit 1; done
 	$(PY) -m advmed.studies.over_seeds chen $(PAPER_CHEN_DIR)_seeds --seeds $(SEEDS)
 else
 	rm -rf $(PAPER_CHEN_DIR)
@@ -167,10 +180,29 @@ endif
 
 paper-lockshin: install ## StyleGAN2 -> SRGAN -> AdvGAN augmentation, three ResNet34s, Table 1 (resumes after a kill); see experiments/lockshin/README.md
 ifneq ($(SEEDS),)
-	for s in $(SEED_LIST); do $(MAKE) --no-print-directory paper-lockshin SEEDS= PAPER_LOCKSHIN_DIR=$(PAPER_LOCKSHIN_DIR)_seeds/seed_$$s PAPER_LOCKSHIN_ARGS="$(PAPER_LOCKSHIN_ARGS) seed=$$s" || exit 1; done
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-lockshin SEEDS= PAPER_LOCKSHIN_DIR=$(PAPER_LOCKSHIN_DIR)_seeds/seed_$$s PAPER_LOCKSHIN_ARGS="$(PAPER_LOCKSHIN_ARGS) seed=$$s" || exit 1; done
 	$(PY) -m advmed.studies.over_seeds lockshin $(PAPER_LOCKSHIN_DIR)_seeds --seeds $(SEEDS)
 else
 	$(PY) experiments/lockshin/pipeline.py --scale $(PAPER_LOCKSHIN_SCALE) --out $(PAPER_LOCKSHIN_DIR) $(PAPER_LOCKSHIN_ARGS)
+endif
+
+paper-robust-training: install ## standard, mixed FGSM, PGD-AT, TRADES, MART, FGSM-RS at one eps, each under FGSM, PGD-20, AutoAttack; see experiments/robust_training/README.md
+ifneq ($(SEEDS),)
+	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-robust-training SEEDS= PAPER_ROBUST_TRAINING_DIR=$(PAPER_ROBUST_TRAINING_DIR)_seeds/seed_$$s PAPER_ROBUST_TRAINING_ARGS="$(PAPER_ROBUST_TRAINING_ARGS) seed=$$s" || exit 1; done
+	$(PY) -m advmed.studies.over_seeds robust_training $(PAPER_ROBUST_TRAINING_DIR)_seeds --seeds $(SEEDS)
+else
+	rm -rf $(PAPER_ROBUST_TRAINING_DIR)
+	for method in $(subst $(comma), ,$(PAPER_ROBUST_TRAINING_METHODS)); do \
+	  $(PY) -m advmed.train experiment=robust_training/$$method $(PAPER_ROBUST_TRAINING_DATA) $(PAPER_ROBUST_TRAINING_ARGS) \
+	    hydra.run.dir=$(PAPER_ROBUST_TRAINING_DIR)/train/$$method || exit 1; \
+	done
+	for attack in fgsm pgd autoattack; do \
+	  case $$attack in pgd) args="$(PAPER_ROBUST_TRAINING_PGD_ARGS)";; autoattack) args="$(PAPER_ROBUST_TRAINING_AA_ARGS)";; *) args=;; esac; \
+	  $(PY) -m advmed.evaluate -m experiment=robust_training/base $(PAPER_ROBUST_TRAINING_DATA) $(PAPER_ROBUST_TRAINING_ARGS) method=$(PAPER_ROBUST_TRAINING_METHODS) \
+	    'ckpt_path=$(PAPER_ROBUST_TRAINING_DIR)/train/$${method}/checkpoints/best.ckpt' attack=$$attack $(PAPER_ROBUST_TRAINING_EVAL_ARGS) $$args \
+	    hydra.sweep.dir=$(PAPER_ROBUST_TRAINING_DIR)/$$attack 'hydra.sweep.subdir=$${method}' || exit 1; \
+	done
+	$(PY) experiments/robust_training/aggregate.py $(PAPER_ROBUST_TRAINING_DIR)
 endif
 
 figures: install ## render the measured tables in the papers' READMEs from experiments/<paper>/measured/ (record a run first: python -m advmed.studies.readme_figures record ...)

@@ -57,6 +57,7 @@ def shared_data() -> Path:
 # have run out of work.
 LONG_MODULES = (
     "tests/entrypoints/test_lockshin_pipeline.py",
+    "tests/entrypoints/test_robust_training.py",
     "tests/entrypoints/test_lockshin_stylegan2.py",
     "tests/entrypoints/test_multirun.py",
     "tests/entrypoints/test_chen.py",

@@ -125,7 +125,39 @@ PERVIN = (
           _sea_shrinks_the_gap),
 )
 
-CLAIMS: dict[str, tuple[Claim, ...]] = {"snap": SNAP, "chen": CHEN, "pervin": PERVIN}
+# --------------------------------------------------------------------------- robust training objectives
+
+ROBUST_METHODS = ("mixed_fgsm", "pgd_at", "trades", "mart", "fgsm_rs")
+
+
+def _methods(tables: Tables) -> dict[str, dict]:
+    return {r["method"]: r for r in _rows(tables["table.csv"])}
+
+
+def _above_standard(tables: Tables) -> bool | None:
+    """Every robust method in the table above the standard model under AutoAttack (None: no robust method)."""
+    rows = _methods(tables)
+    robust = [rows[m] for m in ROBUST_METHODS if m in rows]
+    if not robust:
+        return None
+    return all(r["autoattack_acc"] > rows["standard"]["autoattack_acc"] for r in robust)
+
+
+def _cheaper(single: str, multi: str) -> Callable[[Tables], bool]:
+    return lambda t: _methods(t)[single]["train_s_per_epoch"] < _methods(t)[multi]["train_s_per_epoch"]
+
+
+ROBUST_TRAINING = (
+    Claim("every robust method's AutoAttack accuracy is above the standard model's", _above_standard),
+    Claim("PGD-20 accuracy >= AutoAttack accuracy for every method (AutoAttack is the stronger evaluation)",
+          lambda t: all(r["pgd_acc"] >= r["autoattack_acc"] for r in _methods(t).values())),
+    Claim("FGSM accuracy >= PGD-20 accuracy for every method (no sign of gradient masking)",
+          lambda t: all(r["fgsm_acc"] >= r["pgd_acc"] for r in _methods(t).values())),
+    Claim("fgsm_rs costs less per epoch than pgd_at", _cheaper("fgsm_rs", "pgd_at")),
+    Claim("mixed_fgsm costs less per epoch than pgd_at", _cheaper("mixed_fgsm", "pgd_at")),
+)
+
+CLAIMS: dict[str, tuple[Claim, ...]] = {"snap": SNAP, "chen": CHEN, "pervin": PERVIN, "robust_training": ROBUST_TRAINING}
 
 
 def verdict(claim: Claim, per_seed: dict[str, Tables], mean: Tables | None) -> str:

@@ -64,6 +64,12 @@ PAPERS: dict[str, Paper] = {
         Paper("lockshin", "paper-lockshin", "outputs/paper_lockshin", "experiments/lockshin/README.md", (
             PaperTable("table1.csv", ("train_set",), "Table 1: test accuracy of the three classifiers", digits=4),
         )),
+        Paper("robust_training", "paper-robust-training", "outputs/paper_robust_training",
+              "experiments/robust_training/README.md", (
+            PaperTable("table.csv", ("method",), "Six training objectives: accuracy clean, under FGSM, PGD-20 and "
+                       "AutoAttack at the training eps, and training time per epoch", digits=3,
+                       column_digits={"train_s_per_epoch": 1}),
+        )),
     )
 }
 
