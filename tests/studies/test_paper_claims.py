@@ -29,7 +29,7 @@ def test_chen_claims():
 
 def pervin(fgsm: dict, sea: dict | None = None) -> dict:
     rows = [[m, e, iou, (sea or {}).get((m, e))] for (m, e), iou in fgsm.items()]
-    return {"table2_iou_vs_eps.csv": Table(["model", "eps", "fgsm_iou", "sea_iou"], rows)}
+    return {"table2_iou_vs_eps.csv": Table(["model", "eps", "iou", "sea_iou"], rows)}
 
 
 def test_pervin_claims_and_a_column_that_was_not_run():
