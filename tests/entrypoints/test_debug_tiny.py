@@ -43,6 +43,8 @@ LEFT_OUT = {
     "pgd_study/synthetic": _ELSEWHERE + "test_train.py::test_training_runs_the_pgd_study_when_configured",
     "pgd_study/train_size": _ELSEWHERE + "test_multirun.py::test_training_set_size_sweep_is_aggregated_into_one_table",
     "snap/synthetic_resnet50": _ELSEWHERE + "test_snap.py::test_make_paper_snap_pipeline_at_tiny_sizes_over_two_seeds",
+    **dict.fromkeys([f"robust_training/{m}" for m in ("standard", "mixed_fgsm", "pgd_at", "trades", "mart", "fgsm_rs")],
+                    _ELSEWHERE + "test_robust_training.py::test_make_paper_robust_training_at_tiny_sizes (all six)"),
     "pervin/unet_fgsm": _EARLIER_STAGE,
     "pervin/unet_invfgsm": _EARLIER_STAGE,
     **dict.fromkeys(["lockshin/advgan", "lockshin/classifier", "lockshin/srgan", "lockshin/stylegan2",
