@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmed.attacks.core.losses import AttackObjective, _per_sample_mean
+from advmed.attacks.core.losses import AttackObjective, per_sample_mean
 from advmed.attacks.pixel_weighted_pgd import PixelWeightedPGD
 
 
@@ -35,7 +35,7 @@ class CosPGDObjective(AttackObjective):
 
     def __call__(self, logits: Tensor, labels: Tensor, weight: Tensor | None, step: int = 0) -> Tensor:
         ce = F.cross_entropy(logits.float(), labels, reduction="none")
-        value = _per_sample_mean(ce * cospgd_weight(logits, labels, self.targeted), weight)
+        value = per_sample_mean(ce * cospgd_weight(logits, labels, self.targeted), weight)
         return -value if self.targeted else value
 
 

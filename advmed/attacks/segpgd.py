@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmed.attacks.core.losses import AttackObjective, _per_sample_mean
+from advmed.attacks.core.losses import AttackObjective, per_sample_mean
 from advmed.attacks.pixel_weighted_pgd import PixelWeightedPGD
 
 
@@ -47,7 +47,7 @@ class SegPGDObjective(AttackObjective):
         scaled = ce * segpgd_weight(logits, labels, step, self.steps, self.targeted)
         # Divided by the number of counted pixels, not by the sum of the SegPGD weights (paper:
         # 1 / (H * W)): lambda_t scales the two groups against each other, not the loss as a whole.
-        value = _per_sample_mean(scaled, weight)
+        value = per_sample_mean(scaled, weight)
         return -value if self.targeted else value
 
 

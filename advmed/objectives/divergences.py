@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from advmed.attacks.core.losses import per_sample_mean
+
 
 def valid_pixels(y: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor | None]:
     """``(labels, weight)``: ``y`` unchanged and None when nothing is ignored; otherwise ``y`` with the
@@ -26,17 +28,6 @@ def valid_pixels(y: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor | 
         return y, None
     keep = y != ignore_index
     return torch.where(keep, y, torch.zeros_like(y)), keep.float()
-
-
-def per_sample_mean(values: Tensor, weight: Tensor | None) -> Tensor:
-    """``(N,)``: each sample's value (classification) or its mean over the weighted pixels
-    (segmentation). A sample with no pixel kept gets 0, and so no gradient."""
-    if values.ndim == 1:
-        return values if weight is None else values * weight
-    n = values.shape[0]
-    if weight is None:
-        return values.reshape(n, -1).mean(1)
-    return (values * weight).reshape(n, -1).sum(1) / weight.reshape(n, -1).sum(1).clamp_min(1)
 
 
 def kl_per_position(natural_logits: Tensor, adversarial_logits: Tensor) -> Tensor:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from advmed.attacks.core.base import Attack
-from advmed.objectives.base import Criterion, Objective, ObjectiveOutput
-from advmed.objectives.divergences import boosted_cross_entropy, misclassification_weighted_kl, valid_pixels
-from advmed.objectives.inner import attacked, default_pgd
-from advmed.objectives.validation import check_beta, check_optional_unit, check_steps, check_unit
+from advmed.objectives.against_attack import AgainstAttack
+from advmed.objectives.base import Criterion, ObjectiveOutput
+from advmed.objectives.divergences import boosted_cross_entropy, misclassification_weighted_kl
+from advmed.objectives.validation import check_beta
 
 
-class MART(Objective):
+class MART(AgainstAttack):
     """MART (Wang et al. 2020, "Improving adversarial robustness requires revisiting misclassified
     examples"), the objective of eq. 8::
 
@@ -50,22 +50,13 @@ class MART(Objective):
         *,
         ignore_index: int | None = None,
     ) -> None:
-        super().__init__(ignore_index=ignore_index)
+        super().__init__(eps, alpha, steps, ignore_index=ignore_index)
         self.beta = check_beta(beta)
-        self.eps = check_unit("eps", eps)
-        self.alpha = check_optional_unit("alpha", alpha)
-        self.steps = check_steps(steps)
-
-    def training_attack(self, train_attack: Attack | None) -> Attack:
-        return train_attack if train_attack is not None else default_pgd(self.name, self.eps, self.alpha, self.steps)
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, criterion: Criterion, attack: Attack | None = None
     ) -> ObjectiveOutput:
-        if attack is None:
-            raise ValueError("objective=mart needs the attack training_attack() returned")
-        labels, weight = valid_pixels(y, self.ignore_index)
-        x_adv = attacked(attack, model, x, labels, None if weight is None else weight.bool())
+        x_adv, labels, weight = self.attacked_batch(model, x, y, attack)
         logits = model(x)
         adv_logits = model(x_adv)
         adversarial = boosted_cross_entropy(adv_logits, labels, weight).mean()

@@ -5,13 +5,11 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from advmed.attacks.core.base import Attack
-from advmed.objectives.base import Criterion, Objective, ObjectiveOutput
-from advmed.objectives.divergences import valid_pixels
-from advmed.objectives.inner import attacked, default_pgd
-from advmed.objectives.validation import check_optional_unit, check_steps, check_unit
+from advmed.objectives.against_attack import AgainstAttack
+from advmed.objectives.base import Criterion, ObjectiveOutput
 
 
-class PGDAT(Objective):
+class PGDAT(AgainstAttack):
     """PGD-AT (Madry et al., ICLR 2018, "Towards deep learning models resistant to adversarial
     attacks", eq. 2.1): ``min_theta E[max_{||delta|| <= eps} L(f(x + delta), y)]``, the inner max
     approximated by the training attack, the outer loss ``criterion(f(x'), y)`` on the attacked batch
@@ -31,23 +29,9 @@ class PGDAT(Objective):
 
     name = "pgd_at"
 
-    def __init__(
-        self, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10, *, ignore_index: int | None = None
-    ) -> None:
-        super().__init__(ignore_index=ignore_index)
-        self.eps = check_unit("eps", eps)
-        self.alpha = check_optional_unit("alpha", alpha)
-        self.steps = check_steps(steps)
-
-    def training_attack(self, train_attack: Attack | None) -> Attack:
-        return train_attack if train_attack is not None else default_pgd(self.name, self.eps, self.alpha, self.steps)
-
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, criterion: Criterion, attack: Attack | None = None
     ) -> ObjectiveOutput:
-        if attack is None:
-            raise ValueError("objective=pgd_at needs the attack training_attack() returned")
-        labels, weight = valid_pixels(y, self.ignore_index)
-        x_adv = attacked(attack, model, x, labels, None if weight is None else weight.bool())
+        x_adv, labels, weight = self.attacked_batch(model, x, y, attack)
         logits = model(x_adv)
         return ObjectiveOutput(criterion(logits, labels, weight), logits)

@@ -31,7 +31,7 @@ LOSSES = ("ce", "dice")
 DICE_SMOOTH = 1.0
 
 
-def _per_sample_mean(values: Tensor, weight: Tensor | None) -> Tensor:
+def per_sample_mean(values: Tensor, weight: Tensor | None) -> Tensor:
     """Mean over all but the first dim, over the positions where ``weight`` is set."""
     if values.ndim == 1:
         return values if weight is None else values * weight
@@ -45,7 +45,7 @@ def _per_sample_mean(values: Tensor, weight: Tensor | None) -> Tensor:
 def cross_entropy(logits: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
     """Per-sample cross-entropy ``(N,)``; per-pixel CE averaged over weighted pixels for segmentation."""
     # float32 even under autocast: the loss and its softmax are where half precision hurts.
-    return _per_sample_mean(F.cross_entropy(logits.float(), labels, reduction="none"), weight)
+    return per_sample_mean(F.cross_entropy(logits.float(), labels, reduction="none"), weight)
 
 
 def soft_dice_loss(

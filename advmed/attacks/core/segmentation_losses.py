@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advmed.attacks.core.losses import _per_sample_mean
+from advmed.attacks.core.losses import per_sample_mean
 
 SEA_LOSSES = ("mask-ce-bal", "mask-ce", "js")
 _LN2 = math.log(2.0)
@@ -113,13 +113,13 @@ def sea_loss(
             values = values * pixel_weight
     else:
         raise ValueError(f"SEA loss must be one of {SEA_LOSSES}, got {name!r}")
-    return _per_sample_mean(values, weight)
+    return per_sample_mean(values, weight)
 
 
 def pixel_accuracy(pred: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
     """Per image ``(N,)``: the fraction of the pixels ``weight`` selects (all when None) whose
     prediction is the label; 0 for an image with no such pixel."""
-    return _per_sample_mean((pred == labels).float(), weight)
+    return per_sample_mean((pred == labels).float(), weight)
 
 
 def class_overlaps(pred: Tensor, labels: Tensor, weight: Tensor | None, num_classes: int) -> tuple[Tensor, Tensor]:
