@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 PYTEST_PARALLEL ?= -n auto --dist loadscope --no-loadscope-reorder
 # SEEDS=0,1,2 on any paper-<name> target: the whole pipeline once per seed, each into <its dir>_seeds/seed_<s>/
 # (seed=<s> overrides every stage), then its tables over the seeds, mean ± sd, beside them
-# (advmed/studies/over_seeds.py). Without SEEDS: one run with the experiments' own seed (42).
+# (advmed/studies/papers/over_seeds.py). Without SEEDS: one run with the experiments' own seed (42).
 SEEDS ?=
 comma := ,
 SEED_LIST = $(subst $(comma), ,$(SEEDS))
@@ -121,7 +121,7 @@ bench-gpu: install ## GPU training speed: ResNet50 img/s + MFU, classifier and a
 paper-pgd-study: install ## PGD attack-success study (Fig. 3a-d) on synthetic histology; see experiments/pgd_study/README.md
 ifneq ($(SEEDS),)
 	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-pgd-study SEEDS= PAPER_PGD_STUDY_DIR=$(PAPER_PGD_STUDY_DIR)_seeds/seed_$$s PAPER_PGD_STUDY_ARGS="$(PAPER_PGD_STUDY_ARGS) seed=$$s" || exit 1; done
-	$(PY) -m advmed.studies.over_seeds pgd_study $(PAPER_PGD_STUDY_DIR)_seeds --seeds $(SEEDS)
+	$(PY) -m advmed.studies.papers.over_seeds pgd_study $(PAPER_PGD_STUDY_DIR)_seeds --seeds $(SEEDS)
 else
 	$(PY) -m advmed.train experiment=pgd_study/synthetic $(PAPER_PGD_STUDY_ARGS) hydra.run.dir=$(PAPER_PGD_STUDY_DIR)/train
 	$(PY) -m advmed.train -m experiment=pgd_study/train_size $(PAPER_PGD_STUDY_ARGS) hydra.sweep.dir=$(PAPER_PGD_STUDY_DIR)/train_size
@@ -131,7 +131,7 @@ endif
 paper-snap: install ## SNAP patches on synthetic lymph nodes: ResNet50, area sweep, table; see experiments/snap/README.md
 ifneq ($(SEEDS),)
 	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-snap SEEDS= PAPER_SNAP_DIR=$(PAPER_SNAP_DIR)_seeds/seed_$$s PAPER_SNAP_ARGS="$(PAPER_SNAP_ARGS) seed=$$s" || exit 1; done
-	$(PY) -m advmed.studies.over_seeds snap $(PAPER_SNAP_DIR)_seeds --seeds $(SEEDS)
+	$(PY) -m advmed.studies.papers.over_seeds snap $(PAPER_SNAP_DIR)_seeds --seeds $(SEEDS)
 else
 	rm -rf $(PAPER_SNAP_DIR)
 	$(PY) -m advmed.train experiment=snap/synthetic_resnet50 test=false $(PAPER_SNAP_ARGS) hydra.run.dir=$(PAPER_SNAP_DIR)/train
@@ -142,7 +142,7 @@ endif
 paper-pervin: install ## U-Net + FGSM / Inverse-FGSM augmentation on synthetic CT, Tables 1-2 (FGSM and SEA); see experiments/pervin/README.md
 ifneq ($(SEEDS),)
 	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-pervin SEEDS= PAPER_PERVIN_DIR=$(PAPER_PERVIN_DIR)_seeds/seed_$$s PAPER_PERVIN_DATA="$(PAPER_PERVIN_DATA) seed=$$s" || exit 1; done
-	$(PY) -m advmed.studies.over_seeds pervin $(PAPER_PERVIN_DIR)_seeds --seeds $(SEEDS)
+	$(PY) -m advmed.studies.papers.over_seeds pervin $(PAPER_PERVIN_DIR)_seeds --seeds $(SEEDS)
 else
 	rm -rf $(PAPER_PERVIN_DIR)
 	$(PY) -m advmed.train experiment=pervin/unet $(PAPER_PERVIN_DATA) $(PAPER_PERVIN_ARGS) hydra.run.dir=$(PAPER_PERVIN_DIR)/unet
@@ -165,7 +165,7 @@ endif
 paper-chen: install ## U-Net, deformation attacker xi sweep + D / V ablations on synthetic CT, Table 1; see experiments/chen/README.md
 ifneq ($(SEEDS),)
 	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-chen SEEDS= PAPER_CHEN_DIR=$(PAPER_CHEN_DIR)_seeds/seed_$$s PAPER_CHEN_DATA="$(PAPER_CHEN_DATA) seed=$$s" || exit 1; done
-	$(PY) -m advmed.studies.over_seeds chen $(PAPER_CHEN_DIR)_seeds --seeds $(SEEDS)
+	$(PY) -m advmed.studies.papers.over_seeds chen $(PAPER_CHEN_DIR)_seeds --seeds $(SEEDS)
 else
 	rm -rf $(PAPER_CHEN_DIR)
 	$(PY) -m advmed.train experiment=chen/unet $(PAPER_CHEN_DATA) $(PAPER_CHEN_UNET_ARGS) hydra.run.dir=$(PAPER_CHEN_DIR)/unet
@@ -181,7 +181,7 @@ endif
 paper-lockshin: install ## StyleGAN2 -> SRGAN -> AdvGAN augmentation, three ResNet34s, Table 1 (resumes after a kill); see experiments/lockshin/README.md
 ifneq ($(SEEDS),)
 	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-lockshin SEEDS= PAPER_LOCKSHIN_DIR=$(PAPER_LOCKSHIN_DIR)_seeds/seed_$$s PAPER_LOCKSHIN_ARGS="$(PAPER_LOCKSHIN_ARGS) seed=$$s" || exit 1; done
-	$(PY) -m advmed.studies.over_seeds lockshin $(PAPER_LOCKSHIN_DIR)_seeds --seeds $(SEEDS)
+	$(PY) -m advmed.studies.papers.over_seeds lockshin $(PAPER_LOCKSHIN_DIR)_seeds --seeds $(SEEDS)
 else
 	$(PY) experiments/lockshin/pipeline.py --scale $(PAPER_LOCKSHIN_SCALE) --out $(PAPER_LOCKSHIN_DIR) $(PAPER_LOCKSHIN_ARGS)
 endif
@@ -189,7 +189,7 @@ endif
 paper-robust-training: install ## standard, mixed FGSM, PGD-AT, TRADES, MART, FGSM-RS at one eps, each under FGSM, PGD-20, AutoAttack; see experiments/robust_training/README.md
 ifneq ($(SEEDS),)
 	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-robust-training SEEDS= PAPER_ROBUST_TRAINING_DIR=$(PAPER_ROBUST_TRAINING_DIR)_seeds/seed_$$s PAPER_ROBUST_TRAINING_ARGS="$(PAPER_ROBUST_TRAINING_ARGS) seed=$$s" || exit 1; done
-	$(PY) -m advmed.studies.over_seeds robust_training $(PAPER_ROBUST_TRAINING_DIR)_seeds --seeds $(SEEDS)
+	$(PY) -m advmed.studies.papers.over_seeds robust_training $(PAPER_ROBUST_TRAINING_DIR)_seeds --seeds $(SEEDS)
 else
 	rm -rf $(PAPER_ROBUST_TRAINING_DIR)
 	for method in $(subst $(comma), ,$(PAPER_ROBUST_TRAINING_METHODS)); do \
@@ -205,8 +205,8 @@ else
 	$(PY) experiments/robust_training/aggregate.py $(PAPER_ROBUST_TRAINING_DIR)
 endif
 
-figures: install ## render the measured tables in the papers' READMEs from experiments/<paper>/measured/ (record a run first: python -m advmed.studies.readme_figures record ...)
-	$(PY) -m advmed.studies.readme_figures render
+figures: install ## render the measured tables in the papers' READMEs from experiments/<paper>/measured/ (record a run first: python -m advmed.studies.papers.readme_figures record ...)
+	$(PY) -m advmed.studies.papers.readme_figures render
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -9,7 +9,7 @@ differ between CPU models (seen: the same seeded fit ends at other accuracies on
 while the draws do not.
 
 When one of these hashes changes on purpose, rerun the paper pipelines and regenerate the documented
-figures in the same change (record the runs, then `make figures`: advmed/studies/readme_figures.py),
+figures in the same change (record the runs, then `make figures`: advmed/studies/papers/readme_figures.py),
 then record the new hash here.
 """
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from advmed.studies.over_seeds import OverSeeds, parse_seeds, write_over_seeds
-from advmed.studies.paper_tables import PAPERS, read_table
+from advmed.studies.papers.over_seeds import OverSeeds, parse_seeds, write_over_seeds
+from advmed.studies.papers.tables import PAPERS, read_table
 from advmed.utils.tables import Table, write_csv
 
 COLUMNS = ["area_fraction", "test/acc", "test/adv_acc", "test/attack_success_rate", "test/area_fraction", "test/steps", "job"]

@@ -3,7 +3,7 @@ and is "not measured" where the table lacks its column."""
 
 from __future__ import annotations
 
-from advmed.studies.paper_claims import CHEN, PERVIN, SNAP, verdict
+from advmed.studies.papers.claims import CHEN, PERVIN, SNAP, verdict
 from advmed.utils.tables import Table
 
 ORGANS = ["pancreas", "kidneys", "liver", "spleen"]

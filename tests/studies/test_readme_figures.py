@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from advmed.studies import readme_figures as rf
-from advmed.studies.paper_tables import PAPERS
+from advmed.studies.papers.tables import PAPERS
 from advmed.utils.tables import Table, write_csv
 from tests.conftest import REPO_ROOT
 
@@ -105,7 +105,7 @@ def test_bad_input(root):
 
 
 def test_a_claim_can_hold_on_the_mean_but_not_in_every_seed():
-    from advmed.studies.paper_claims import SNAP, verdict
+    from advmed.studies.papers.claims import SNAP, verdict
 
     falls = SNAP[0]  # accuracy under SNAP falls as the area grows
 

@@ -5,9 +5,9 @@ spread and the README figures."""
 
 from __future__ import annotations
 
-from advmed.studies.over_seeds import OverSeeds
-from advmed.studies.paper_claims import CLAIMS, ROBUST_TRAINING, verdict
-from advmed.studies.paper_tables import PAPERS
+from advmed.studies.papers.claims import CLAIMS, ROBUST_TRAINING, verdict
+from advmed.studies.papers.over_seeds import OverSeeds
+from advmed.studies.papers.tables import PAPERS
 from advmed.utils.tables import Table
 
 COLUMNS = ["method", "clean_acc", "fgsm_acc", "pgd_acc", "autoattack_acc", "train_s_per_epoch"]

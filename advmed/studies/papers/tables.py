@@ -1,6 +1,6 @@
 """The tables each paper's pipeline writes (``make paper-<name>``): which CSV files, which columns name
-a row, and how they are printed. One registry, read by the seed spread (:mod:`advmed.studies.over_seeds`)
-and the README figures (:mod:`advmed.studies.readme_figures`), so that a table is described once."""
+a row, and how they are printed. One registry, read by the seed spread (:mod:`advmed.studies.papers.over_seeds`)
+and the README figures (:mod:`advmed.studies.papers.readme_figures`), so that a table is described once."""
 
 from __future__ import annotations
 

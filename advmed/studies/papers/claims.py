@@ -1,5 +1,5 @@
 """The claims of each paper that its measured tables can confirm or refute, checked per seed and on
-the mean over seeds (:mod:`advmed.studies.readme_figures` prints the verdicts under the tables).
+the mean over seeds (:mod:`advmed.studies.papers.readme_figures` prints the verdicts under the tables).
 
 A claim is a function of one run's tables (``{table file: Table}``) that returns True or False; it is
 checked on each seed's tables and on the table of means. "Holds in every seed" and "holds on the mean

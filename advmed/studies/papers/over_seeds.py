@@ -1,6 +1,6 @@
 """A paper's tables over seeds: ``make paper-<name> SEEDS=0,1,2`` runs the pipeline once per seed into
 ``<output dir>/seed_<s>/`` and then calls this, which writes beside them, per table of the paper
-(:data:`advmed.studies.paper_tables.PAPERS`):
+(:data:`advmed.studies.papers.tables.PAPERS`):
 
 - ``<table>_over_seeds.csv``: the key columns, ``n`` (seeds with a value), ``seeds``, and per
   measurement ``<column>_mean`` and ``<column>_sd`` (sample standard deviation; NaN for one seed);
@@ -11,7 +11,7 @@ A row is matched across seeds by its key columns; a row missing from a seed's ta
 missing (``n`` says so), never as zero. The spread is what tells a difference between two settings
 from the noise of one run: at CPU scale a column can move by tens of points between seeds.
 
-    python -m advmed.studies.over_seeds snap outputs/paper_snap --seeds 0,1,2
+    python -m advmed.studies.papers.over_seeds snap outputs/paper_snap --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from advmed.studies.paper_tables import (
+from advmed.studies.papers.tables import (
     PaperTable,
     format_key,
     format_value,
