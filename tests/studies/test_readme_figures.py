@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from advmed.studies import readme_figures as rf
+from advmed.studies.papers import readme_figures as rf
 from advmed.studies.papers.tables import PAPERS
 from advmed.utils.tables import Table, write_csv
 from tests.conftest import REPO_ROOT
