@@ -26,6 +26,7 @@ from advmed.attacks.core.model_mode import eval_mode
 from advmed.attacks.core.validation import as_float
 from advmed.attacks.pgd import PGD
 from advmed.objectives.divergences import valid_pixels
+from advmed.objectives.validation import check_steps, check_unit
 
 log = logging.getLogger(__name__)
 
@@ -310,14 +311,8 @@ def _number(value: float | None) -> float:
 
 
 def _unit(name: str, value: object) -> float:
-    number = as_float(f"{KEY}.{name}", value)
-    if not 0.0 <= number <= 1.0:
-        hint = f" (did you mean {number:g}/255?)" if number > 1 else ""
-        raise ValueError(f"{KEY}.{name}={number:g} must be in [0, 1], a fraction of the [0, 1] intensity range{hint}")
-    return number
+    return check_unit(name, value, KEY)
 
 
 def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{KEY}.{name}={value!r} must be an integer >= 1")
-    return value
+    return check_steps(value, name, KEY)

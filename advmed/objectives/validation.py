@@ -5,14 +5,15 @@ from __future__ import annotations
 from advmed.attacks.core.validation import as_float
 
 
-def check_unit(name: str, value: object) -> float:
+def check_unit(name: str, value: object, group: str = "objective") -> float:
     """A budget, step or fraction in [0, 1] (of the [0, 1] intensity range); strings such as
-    ``"8/255"`` are accepted, as Hydra passes ``objective.eps=8/255``."""
-    number = as_float(f"objective.{name}", value)
+    ``"8/255"`` are accepted, as Hydra passes ``objective.eps=8/255``. ``group`` is the config node
+    the message names (``objective``, ``callbacks.overfitting_guard``)."""
+    number = as_float(f"{group}.{name}", value)
     if not 0.0 <= number <= 1.0:
         hint = f" (did you mean {number:g}/255?)" if number > 1 else ""
         raise ValueError(
-            f"objective.{name}={number:g} must be in [0, 1], a fraction of the [0, 1] intensity range{hint}"
+            f"{group}.{name}={number:g} must be in [0, 1], a fraction of the [0, 1] intensity range{hint}"
         )
     return number
 
@@ -33,10 +34,10 @@ def check_beta(value: object) -> float:
     return beta
 
 
-def check_steps(value: object) -> int:
-    """Iterations of an inner maximisation: an integer >= 1."""
+def check_steps(value: object, name: str = "steps", group: str = "objective") -> int:
+    """Iterations of an inner maximisation (or another count, ``group.name``): an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"objective.steps={value!r} must be an integer >= 1")
+        raise ValueError(f"{group}.{name}={value!r} must be an integer >= 1")
     return value
 
 
