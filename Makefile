@@ -56,7 +56,7 @@ PAPER_ROBUST_TRAINING_PGD_ARGS ?= attack.steps=20
 PAPER_ROBUST_TRAINING_AA_ARGS ?= attack.steps=50 attack.n_queries=1000
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin paper-robust-training figures clean
+.PHONY: help install imagemagick demo test test-fast test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin paper-robust-training figures clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -65,7 +65,23 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[dev]"
+	# MedMNIST-C's reference corruptions (advmed/corruptions/): --no-deps, as its pins (scikit-image==0.23.2,
+	# medmnist==3.0.1) would downgrade what advmed uses and it needs none of them beyond advmed's own
+	$(PY) -m pip install --no-deps medmnistc==0.1.0
+	@$(MAKE) --no-print-directory imagemagick
 	touch $(STAMP)
+
+# ImageMagick's MagickWand library, which MedMNIST-C's motion blur calls through Wand: installed with apt where
+# make runs as root on Debian / Ubuntu (CI, containers); elsewhere the line says how (the rest of advmed works without).
+imagemagick:
+	@if ldconfig -p 2>/dev/null | grep -q libMagickWand; then echo "ImageMagick (MagickWand): found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y --no-install-recommends libmagickwand-6.q16-6 >/dev/null || \
+	  { apt-get update >/dev/null && apt-get install -y --no-install-recommends libmagickwand-6.q16-6 >/dev/null; }; \
+	  echo "ImageMagick (MagickWand): installed with apt-get"; \
+	else echo "ImageMagick (MagickWand) not found: the motion-blur corruption needs it. Install it with your system's" \
+	  "package manager (apt-get install libmagickwand-6.q16-6), conda (conda install -c conda-forge imagemagick) or" \
+	  "module load imagemagick, and set MAGICK_HOME if it is not on the library path"; fi
 
 install: $(STAMP) ## create .venv and install advmed with the test extras (first run pulls torch, several GB)
 

@@ -2,9 +2,12 @@
 
     python -m advmed.evaluate ckpt_path=outputs/.../checkpoints/best.ckpt attack=pgd attack.eps=0.03
     python -m advmed.evaluate ckpt_path=... data=hcd data.root=/data/hcd attack=snap
+    python -m advmed.evaluate ckpt_path=... suite=card     # the robustness card (advmed/studies/card/)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
@@ -12,6 +15,7 @@ from omegaconf import DictConfig
 
 from advmed.attacks import build_attack
 from advmed.models import load_module
+from advmed.studies.card import run_card
 from advmed.studies.robustness_report import write_report
 from advmed.utils.job_status import record_job_status
 from advmed.utils.library_noise import quiet_library_noise
@@ -31,8 +35,15 @@ register_resolvers()
 quiet_library_noise()
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test ``cfg.ckpt_path`` on the data's test split, clean and under ``cfg.attack``."""
+# suite=<name>: a whole evaluation of the checkpoint instead of one attack (conf/suite/<name>.yaml).
+SUITES = {"card": run_card}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test ``cfg.ckpt_path`` on the data's test split, clean and under ``cfg.attack``; with
+    ``suite=<name>``, run that suite instead (``card``: :func:`advmed.studies.card.run_card`)."""
+    if cfg.get("suite"):
+        return SUITES[cfg.suite.name](cfg)
     check_required(cfg)
     datamodule = instantiate(cfg.data)
     attack = build_attack(cfg.get("attack"))
@@ -57,7 +68,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @record_job_status
-def main(cfg: DictConfig) -> dict[str, float]:
+def main(cfg: DictConfig) -> dict[str, Any]:
     return evaluate(cfg)
 
 

@@ -8,9 +8,13 @@ is clamped back to [0, 1] so the pixel-space contract holds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import kornia.augmentation as K
 import torch
 from torch import nn
+
+from advmed.corruptions.stain_jitter import RandomStainShift
 
 
 class RandomRot90(nn.Module):
@@ -59,12 +63,18 @@ def build_augmentation(
     saturation: float = 0.1,
     hue: float = 0.02,
     jitter_p: float = 0.5,
+    stain: float = 0.0,
+    stain_sigma: Sequence[float] = (0.0, 0.05),
 ) -> nn.Sequential | None:
     """Build the training augmentation, or ``None`` when ``enabled`` is false.
 
     ``hflip``/``vflip``/``rot90``/``jitter_p`` are per-image probabilities (0 removes the step);
     ``brightness``/``contrast``/``saturation``/``hue`` are kornia ``ColorJitter`` strengths.
     Saturation and hue need colour, so they are skipped for grayscale data (``in_channels != 3``).
+    ``stain`` is the per-image probability of HED stain jitter (Tellez et al. 2019,
+    :class:`~advmed.corruptions.stain_jitter.RandomStainShift`) with a strength drawn from
+    ``stain_sigma`` (``[0, 0.05]``: Tellez's HED-light; ``[0, 0.2]``: HED-strong); 0 leaves it out.
+    It needs H&E RGB tiles: refused on grayscale data.
     """
     if not enabled:
         return None
@@ -75,6 +85,11 @@ def build_augmentation(
         steps.append(K.RandomVerticalFlip(p=vflip))
     if rot90 > 0:
         steps.append(RandomRot90(p=rot90))
+    if stain > 0:
+        if in_channels != 3:
+            raise ValueError(f"data.augment.stain={stain}: HED stain jitter is defined for H&E (3-channel RGB) tiles, "
+                             f"and this data has {in_channels} channel(s): set data.augment.stain=0")
+        steps.append(RandomStainShift(p=stain, sigma=stain_sigma))
     if in_channels != 3:
         saturation = hue = 0.0
     if jitter_p > 0 and any(v > 0 for v in (brightness, contrast, saturation, hue)):

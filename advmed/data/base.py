@@ -80,7 +80,14 @@ class SplitDataModule(L.LightningDataModule):
         train_fraction: keep this fraction of the training split, in (0, 1].
         extra_train_roots: folders written by ``python -m advmed.augment`` (attacked copies of a
             training set); their images are added to the training split (after ``train_fraction``).
+
+    Class attributes a subclass sets: ``modality`` (``histology``, ``ct``, ``xray``: which natural
+    corruptions apply, :mod:`advmed.corruptions`) and ``stain`` (``he`` for H&E tiles: the stain
+    shifts apply); None where the data has none of them.
     """
+
+    modality: str | None = None
+    stain: str | None = None
 
     def __init__(
         self,

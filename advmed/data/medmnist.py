@@ -17,6 +17,10 @@ import torch
 from advmed.data.base import ClassificationDataModule
 from advmed.data.classification_datasets import LabelledDataset, TensorImageDataset
 
+# MedMNIST flag (the file name's first part) -> modality of advmed.corruptions; PathMNIST is H&E.
+FLAG_MODALITY = {"pathmnist": "histology", "chestmnist": "xray", "pneumoniamnist": "xray",
+                 "organamnist": "ct", "organcmnist": "ct", "organsmnist": "ct"}
+
 KEYS = tuple(f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels"))
 
 
@@ -69,6 +73,19 @@ class MedMNISTDataModule(ClassificationDataModule):
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise FileNotFoundError(f"MedMNIST file {self.path} does not exist; {hint}")
+
+    @property
+    def flag(self) -> str:
+        """The MedMNIST set the file holds, from its name: ``pneumoniamnist_64.npz`` -> ``pneumoniamnist``."""
+        return self.path.name.split(".")[0].split("_")[0].lower()
+
+    @property
+    def modality(self) -> str | None:
+        return FLAG_MODALITY.get(self.flag)
+
+    @property
+    def stain(self) -> str | None:
+        return "he" if self.flag == "pathmnist" else None
 
     def _build_split(self, split: str) -> LabelledDataset:
         with np.load(self.path, allow_pickle=False) as npz:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from advmed.studies.card.summary import card_metrics
 from advmed.studies.sweeps import find_jobs, sort_key
 from advmed.utils.files import write_text
 from advmed.utils.job_status import COMPLETED, FAILED, RUNNING, read_status
@@ -59,10 +60,13 @@ def parse_overrides(job_dir: Path) -> dict[str, str]:
 
 
 def read_metrics(job_dir: Path) -> dict[str, float]:
-    """Final metrics of a job: ``metrics.json``'s ``metrics``, else the study's success rates from
-    ``summary.json`` under the keys ``advmed.study`` returns (``study/success_rate/eps=<eps>``)."""
+    """Final metrics of a job: a robustness card's summary (``card.json``, as ``card/...`` keys),
+    ``metrics.json``'s ``metrics``, else the study's success rates from ``summary.json`` under the
+    keys ``advmed.study`` returns (``study/success_rate/eps=<eps>``)."""
     metrics_file, summary_file = job_dir / "metrics.json", job_dir / "summary.json"
-    if metrics_file.is_file():
+    if (job_dir / "card.json").is_file():
+        metrics = card_metrics(_load_json(job_dir / "card.json"))
+    elif metrics_file.is_file():
         metrics = _load_json(metrics_file).get("metrics") or {}
     elif summary_file.is_file():
         rates = _load_json(summary_file).get("success_rate") or {}

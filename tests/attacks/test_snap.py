@@ -11,7 +11,7 @@ from torch import nn
 from advmed.attacks import SNAP
 from advmed.attacks.patch.cell_masks import cell_masks, nucleus_density
 from advmed.attacks.patch.snap import apply_universal_patch, load_universal_patch, save_universal_patch
-from advmed.data.histology.colour_deconvolution import rgb_to_hed
+from advmed.corruptions.colour_deconvolution import rgb_to_hed
 from tests.attacks.conftest import Normalize
 
 

@@ -67,3 +67,25 @@ def test_grayscale_skips_colour_only_jitter():
 def test_unknown_key_is_rejected():
     with pytest.raises(TypeError, match="rotation"):
         build_augmentation(rotation=0.5)
+
+
+def test_stain_jitter_is_added_only_when_asked_and_changes_colour_not_layout():
+    from advmed.corruptions.stain_jitter import RandomStainShift
+
+    assert not any(isinstance(m, RandomStainShift) for m in build_augmentation(in_channels=3))  # default: off
+    only_stain = build_augmentation(in_channels=3, hflip=0, vflip=0, rot90=0, jitter_p=0, stain=1.0,
+                                    stain_sigma=(0.2, 0.2))
+    assert [type(m) for m in only_stain][0] is RandomStainShift
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 16, 16) * 0.6 + 0.2
+    y = only_stain(x)
+    assert y.shape == x.shape and 0.0 <= y.min() and y.max() <= 1.0
+    assert (y - x).abs().mean() > 0.01  # HED-strong moves the colours
+    # a stain change keeps where things are: each image's brightness ranking of pixels barely moves
+    rank = lambda t: t.mean(1).flatten(1).argsort(1).argsort(1).float()  # noqa: E731
+    assert torch.corrcoef(torch.stack([rank(x)[0], rank(y)[0]]))[0, 1] > 0.9
+
+
+def test_stain_jitter_on_grayscale_data_is_refused():
+    with pytest.raises(ValueError, match=r"data.augment.stain=0.5: HED stain jitter is defined for H&E \(3-channel RGB\)"):
+        build_augmentation(in_channels=1, stain=0.5)

@@ -18,7 +18,7 @@ import kornia
 import torch
 from torch import Tensor
 
-from advmed.data.histology.colour_deconvolution import rgb_to_hed
+from advmed.corruptions.colour_deconvolution import rgb_to_hed
 
 PLACEMENTS = ("random", "nuclei")
 # Attempts per blob the budget needs on average: overlapping or oversized blobs are rejected.

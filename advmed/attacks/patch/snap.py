@@ -16,7 +16,7 @@ from advmed.attacks.core.batch import AttackBatch
 from advmed.attacks.core.result import AttackResult
 from advmed.attacks.core.validation import as_float, check_seed, check_steps
 from advmed.attacks.patch.cell_masks import PLACEMENTS, cell_masks, nucleus_density
-from advmed.data.histology.colour_deconvolution import BACKENDS
+from advmed.corruptions.colour_deconvolution import BACKENDS
 from advmed.utils.files import atomic_write
 
 OPTIMIZERS = ("sign", "adam")

@@ -97,6 +97,8 @@ class CTSliceDataModule(SegmentationDataModule):
         Other arguments: see :class:`~advmed.data.segmentation.SegmentationDataModule`.
     """
 
+    modality = "ct"
+
     def __init__(
         self,
         root: str | Path | None = None,

@@ -40,6 +40,8 @@ class SyntheticCTDataModule(SegmentationDataModule):
         Other arguments: see :class:`~advmed.data.segmentation.SegmentationDataModule`.
     """
 
+    modality = "ct"
+
     NAME = "synthetic_ct"
     CLASS_NAMES = CLASS_NAMES
     MIN_SIZE = MIN_SIZE

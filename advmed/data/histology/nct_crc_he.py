@@ -48,6 +48,9 @@ class NCTCRCHEDataModule(FixedClassesDataModule):
         Other arguments: see :class:`~advmed.data.base.ClassificationDataModule`.
     """
 
+    modality = "histology"
+    stain = "he"
+
     NAME = "NCT-CRC-HE"
     CLASS_NAMES = CLASS_NAMES
 

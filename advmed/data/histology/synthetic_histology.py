@@ -274,6 +274,9 @@ class SyntheticHistologyDataModule(ProceduralDataModule):
     in train / val / test.
     """
 
+    modality = "histology"
+    stain = "he"
+
     CLASS_NAMES = CLASS_NAMES
     NAME = "synthetic_histology"
     MIN_SIZE = 16

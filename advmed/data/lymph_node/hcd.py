@@ -130,6 +130,9 @@ class HCDDataModule(FixedClassesDataModule):
         Other arguments: see :class:`~advmed.data.base.ClassificationDataModule`.
     """
 
+    modality = "histology"
+    stain = "he"
+
     NAME = "Histopathologic Cancer Detection"
     CLASS_NAMES = CLASS_NAMES
 

@@ -120,6 +120,9 @@ class PCamDataModule(FixedClassesDataModule):
     different lengths each raise an error naming the file and the fix.
     """
 
+    modality = "histology"
+    stain = "he"
+
     NAME = "PatchCamelyon"
     CLASS_NAMES = CLASS_NAMES
 

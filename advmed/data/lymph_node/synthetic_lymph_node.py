@@ -179,6 +179,9 @@ class SyntheticLymphNodeDataModule(ProceduralDataModule):
     in train / val / test.
     """
 
+    modality = "histology"
+    stain = "he"
+
     CLASS_NAMES = CLASS_NAMES
     NAME = "synthetic_lymph_node"
     MIN_SIZE = _MIN_SIZE
