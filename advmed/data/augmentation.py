@@ -14,6 +14,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from advmed.corruptions.augmentation import RandomCorruption
 from advmed.corruptions.stain_jitter import RandomStainShift
 
 
@@ -65,6 +66,8 @@ def build_augmentation(
     jitter_p: float = 0.5,
     stain: float = 0.0,
     stain_sigma: Sequence[float] = (0.0, 0.05),
+    corruptions: str | Sequence[str] | None = None,
+    modality: str | None = None,
 ) -> nn.Sequential | None:
     """Build the training augmentation, or ``None`` when ``enabled`` is false.
 
@@ -74,7 +77,9 @@ def build_augmentation(
     ``stain`` is the per-image probability of HED stain jitter (Tellez et al. 2019,
     :class:`~advmed.corruptions.stain_jitter.RandomStainShift`) with a strength drawn from
     ``stain_sigma`` (``[0, 0.05]``: Tellez's HED-light; ``[0, 0.2]``: HED-strong); 0 leaves it out.
-    It needs H&E RGB tiles: refused on grayscale data.
+    It needs H&E RGB tiles: refused on grayscale data. ``corruptions`` (``all`` or a list of
+    names; None or empty: off) adds MedMNIST-C's corruption augmentation of the data's
+    ``modality`` (:class:`~advmed.corruptions.augmentation.RandomCorruption`), after the colour steps.
     """
     if not enabled:
         return None
@@ -94,5 +99,11 @@ def build_augmentation(
         saturation = hue = 0.0
     if jitter_p > 0 and any(v > 0 for v in (brightness, contrast, saturation, hue)):
         steps.append(K.ColorJitter(brightness, contrast, saturation, hue, p=jitter_p))
+    if corruptions:
+        if modality is None:
+            raise ValueError(f"data.augment.corruptions={corruptions}: this data declares no modality (histology, ct, "
+                             "xray), so MedMNIST-C's corruptions are not defined for it")
+        steps.append(Clamp01())  # the corruptions take [0, 1] images
+        steps.append(RandomCorruption(modality, corruptions))
     steps.append(Clamp01())
     return nn.Sequential(*steps)

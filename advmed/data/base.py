@@ -292,7 +292,8 @@ class ClassificationDataModule(SplitDataModule):
             batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=seed,
             train_fraction=train_fraction, extra_train_roots=extra_train_roots,
         )
-        self.augmentation = build_augmentation(in_channels=self.in_channels, **dict(augment or {}))
+        self.augmentation = build_augmentation(in_channels=self.in_channels, modality=self.modality,
+                                               **dict(augment or {}))
 
     def _subset(self, dataset: LabelledDataset, fraction: float) -> LabelledDataset:
         keep, _ = stratified_split(dataset.targets, fraction, self.seed)

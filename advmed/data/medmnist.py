@@ -51,6 +51,16 @@ class MedMNISTDataModule(ClassificationDataModule):
         extra_train_roots: Sequence[str] | None = None,
         augment: Mapping[str, Any] | None = None,
     ) -> None:
+        # the path first: `modality` (which the augmentation built by the base needs) is read from its name
+        hint = (
+            "download it from https://medmnist.com (Zenodo record 10519652; e.g. pathmnist.npz, "
+            "pneumoniamnist_64.npz) and set data.path=/path/to/file.npz or ADVMED_MEDMNIST_PATH"
+        )
+        if path is None or not str(path).strip():
+            raise FileNotFoundError(f"MedMNIST .npz path is not set; {hint}")
+        self.path = Path(path).expanduser()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"MedMNIST file {self.path} does not exist; {hint}")
         super().__init__(
             num_classes=num_classes,
             class_names=class_names if class_names is not None else [str(i) for i in range(num_classes)],
@@ -64,15 +74,6 @@ class MedMNISTDataModule(ClassificationDataModule):
             extra_train_roots=extra_train_roots,
             augment=augment,
         )
-        hint = (
-            "download it from https://medmnist.com (Zenodo record 10519652; e.g. pathmnist.npz, "
-            "pneumoniamnist_64.npz) and set data.path=/path/to/file.npz or ADVMED_MEDMNIST_PATH"
-        )
-        if path is None or not str(path).strip():
-            raise FileNotFoundError(f"MedMNIST .npz path is not set; {hint}")
-        self.path = Path(path).expanduser()
-        if not self.path.is_file():
-            raise FileNotFoundError(f"MedMNIST file {self.path} does not exist; {hint}")
 
     @property
     def flag(self) -> str:

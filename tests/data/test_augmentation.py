@@ -89,3 +89,30 @@ def test_stain_jitter_is_added_only_when_asked_and_changes_colour_not_layout():
 def test_stain_jitter_on_grayscale_data_is_refused():
     with pytest.raises(ValueError, match=r"data.augment.stain=0.5: HED stain jitter is defined for H&E \(3-channel RGB\)"):
         build_augmentation(in_channels=1, stain=0.5)
+
+
+def test_corruption_augmentation_applies_medmnist_c_corruptions_or_none_per_image():
+    from advmed.corruptions import corruptions_for
+    from advmed.corruptions.augmentation import RandomCorruption
+
+    augment = build_augmentation(in_channels=1, hflip=0, vflip=0, rot90=0, jitter_p=0, modality="ct",
+                                 corruptions=["brightness_up", "contrast_down"])
+    corrupt = next(m for m in augment if isinstance(m, RandomCorruption))
+    assert list(corrupt.shifts) == ["brightness_up", "contrast_down"]
+    x = torch.rand(64, 1, 16, 16) * 0.5 + 0.25
+    torch.manual_seed(3)
+    y = augment(x)
+    torch.manual_seed(3)
+    assert torch.equal(augment(x), y)  # seed_everything governs it
+    changed = (y - x).flatten(1).abs().amax(1) > 0
+    assert 0.4 < changed.float().mean() < 0.9  # 2 corruptions + the identity, uniformly: ~2/3 changed
+    # every changed image is one of the two corruptions at one of the five severities (both draw nothing)
+    shifts = corruptions_for("ct", ["brightness_up", "contrast_down"])
+    for i in changed.nonzero().flatten()[:8]:
+        candidates = [shift(x[i:i + 1], s) for shift in shifts.values() for s in range(1, 6)]
+        assert any(torch.equal(y[i:i + 1], c) for c in candidates)
+
+
+def test_corruption_augmentation_needs_a_modality():
+    with pytest.raises(ValueError, match=r"declares no modality"):
+        build_augmentation(in_channels=3, corruptions="all")

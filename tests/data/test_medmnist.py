@@ -113,3 +113,18 @@ def test_multi_label_is_refused(tmp_path):
     dm = MedMNISTDataModule(path=path, num_classes=14, in_channels=1, image_size=28)
     with pytest.raises(ValueError, match="multi-label"):
         dm.setup("fit")
+
+
+def test_modality_and_stain_follow_the_file_name(pneumonia_28, path_64, tmp_path):
+    """What the card and the corruption augmentation read: X-ray for PneumoniaMNIST, H&E histology
+    for PathMNIST (MedMNIST+ size suffixes included), none for a set advmed.corruptions does not cover."""
+    xray = MedMNISTDataModule(path=pneumonia_28, num_classes=2, in_channels=1, image_size=28)
+    histology = MedMNISTDataModule(path=path_64, num_classes=9, in_channels=3, image_size=64,
+                                   augment={"corruptions": ["defocus_blur"]})
+    assert (xray.flag, xray.modality, xray.stain) == ("pneumoniamnist", "xray", None)
+    assert (histology.flag, histology.modality, histology.stain) == ("pathmnist", "histology", "he")
+    assert "defocus_blur" in repr(histology.augmentation)
+    derma = write_medmnist(tmp_path / "dermamnist_64.npz", size=64, channels=3, num_classes=7)
+    assert MedMNISTDataModule(path=derma, num_classes=7, in_channels=3, image_size=64).modality is None
+    with pytest.raises(ValueError, match="declares no modality"):
+        MedMNISTDataModule(path=derma, num_classes=7, in_channels=3, image_size=64, augment={"corruptions": "all"})
