@@ -16,6 +16,10 @@ SEEDS ?=
 comma := ,
 SEED_LIST = $(subst $(comma), ,$(SEEDS))
 PAPER_PGD_STUDY_DIR ?= outputs/paper_pgd_study
+# CPU scale of `make paper-pgd-study`: 32 px tiles, ResNet18, the study on 128 test images (the experiment's own
+# 64 px ResNet34 on all 270 took ~2 h 45 min for Fig. 3a-c alone, ~12 h with Fig. 3d's four retrainings);
+# PAPER_PGD_STUDY_SCALE= (empty) runs the experiment's sizes. Full scale and real data: experiments/pgd_study/README.md
+PAPER_PGD_STUDY_SCALE ?= data.image_size=32 model.arch=resnet18 study.max_images=128
 PAPER_PGD_STUDY_ARGS ?=
 PAPER_SNAP_DIR ?= outputs/paper_snap
 PAPER_SNAP_AREAS ?= 0.02,0.05,0.1
@@ -139,8 +143,8 @@ ifneq ($(SEEDS),)
 	for s in $(SEED_LIST); do $(MAKE) --no-print-directory -o install -o $(STAMP) paper-pgd-study SEEDS= PAPER_PGD_STUDY_DIR=$(PAPER_PGD_STUDY_DIR)_seeds/seed_$$s PAPER_PGD_STUDY_ARGS="$(PAPER_PGD_STUDY_ARGS) seed=$$s" || exit 1; done
 	$(PY) -m advmed.studies.papers.over_seeds pgd_study $(PAPER_PGD_STUDY_DIR)_seeds --seeds $(SEEDS)
 else
-	$(PY) -m advmed.train experiment=pgd_study/synthetic $(PAPER_PGD_STUDY_ARGS) hydra.run.dir=$(PAPER_PGD_STUDY_DIR)/train
-	$(PY) -m advmed.train -m experiment=pgd_study/train_size $(PAPER_PGD_STUDY_ARGS) hydra.sweep.dir=$(PAPER_PGD_STUDY_DIR)/train_size
+	$(PY) -m advmed.train experiment=pgd_study/synthetic $(PAPER_PGD_STUDY_SCALE) $(PAPER_PGD_STUDY_ARGS) hydra.run.dir=$(PAPER_PGD_STUDY_DIR)/train
+	$(PY) -m advmed.train -m experiment=pgd_study/train_size $(PAPER_PGD_STUDY_SCALE) $(PAPER_PGD_STUDY_ARGS) hydra.sweep.dir=$(PAPER_PGD_STUDY_DIR)/train_size
 	$(PY) experiments/pgd_study/aggregate.py $(PAPER_PGD_STUDY_DIR)/train_size --output-dir $(PAPER_PGD_STUDY_DIR)
 endif
 
