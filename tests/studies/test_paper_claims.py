@@ -52,3 +52,45 @@ def test_snap_area_budget():
     over = {"area_fraction_sweep.csv": Table(["area_fraction", "test/acc", "test/adv_acc", "test/attack_success_rate",
                                               "test/area_fraction", "test/steps"], [[0.05, 0.9, 0.5, 0.5, 0.051, 3.0]])}
     assert verdict(budget, {"0": over}, None).startswith("holds in 0")
+
+
+def lockshin(advgan: list, fgsm: list, autoattack: list, clean: list = (0.9, 0.85, 0.88)) -> dict:
+    rows = [[name, c, a, f, aa] for name, c, a, f, aa in
+            zip(("real", "real+synthetic", "real+synthetic+adversarial"), clean, advgan, fgsm, autoattack)]
+    return {"table1.csv": Table(["train_set", "clean_acc", "advgan_acc", "fgsm_acc", "autoattack_acc"], rows)}
+
+
+def test_lockshin_claims():
+    from advmed.studies.papers.claims import LOCKSHIN
+
+    advgan_up, row_by_row, keeps_clean, fgsm_up, aa_up = LOCKSHIN
+    paper_like = lockshin([0.2, 0.3, 0.9], [0.1, 0.1, 0.4], [0.0, 0.0, 0.0])
+    for claim in (advgan_up, row_by_row, keeps_clean, fgsm_up):
+        assert verdict(claim, {"42": paper_like}, None) == "holds in every seed (42)"
+    assert verdict(aa_up, {"42": paper_like}, None).startswith("holds in 0")  # robust to its own AdvGAN only
+    assert verdict(row_by_row, {"0": lockshin([0.3, 0.2, 0.9], [0, 0, 0], [0, 0, 0])}, None).startswith("holds in 0")
+    dropped = lockshin([0.2, 0.3, 0.9], [0.1, 0.1, 0.4], [0, 0, 0], clean=(0.9, 0.85, 0.84))
+    assert verdict(keeps_clean, {"0": dropped}, None).startswith("holds in 0")
+    assert verdict(aa_up, {"0": lockshin([0.2, 0.3, 0.9], [0.1, 0.1, 0.4], [None, None, None])}, None) == "not measured"
+
+
+def test_pgd_study_claims():
+    from advmed.studies.papers.claims import PGD_STUDY
+
+    never_falls, saturates, apgd, by_fraction = PGD_STUDY
+    columns = ["eps", "alpha", "n_images", "n_eligible", "n_fooled", "success_rate", "apgd_n_fooled", "apgd_success_rate"]
+
+    def tables(pgd: list, apgd_rates: list | None, fractions: dict) -> dict:
+        sweep = Table(columns if apgd_rates else columns[:6],
+                      [[e, 0.01, 10, 10, 0, p, *([0, a] if apgd_rates else [])]
+                       for e, p, a in zip((0.02, 0.04, 0.06), pgd, apgd_rates or pgd)])
+        size = Table(["train_fraction", "eps", "n_eligible", "n_fooled", "success_rate"],
+                     [[f, e, 10, 0, r] for f, rates in fractions.items() for e, r in zip((0.02, 0.04), rates)])
+        return {"train/pgd_study/eps_sweep.csv": sweep, "train_size.csv": size}
+
+    good = tables([0.8, 0.97, 1.0], [0.85, 0.98, 1.0], {0.1: [0.9, 1.0], 1.0: [0.7, 0.9]})
+    assert all(verdict(c, {"42": good}, None) == "holds in every seed (42)" for c in PGD_STUDY)
+    bad = tables([0.8, 0.7, 0.9], [0.8, 0.6, 0.9], {0.1: [0.9, 0.8], 1.0: [0.7, 0.9]})
+    for claim in PGD_STUDY:
+        assert verdict(claim, {"42": bad}, None).startswith("holds in 0")
+    assert verdict(apgd, {"42": tables([0.8, 0.97, 1.0], None, {})}, None) == "not measured"

@@ -157,7 +157,71 @@ ROBUST_TRAINING = (
     Claim("mixed_fgsm costs less per epoch than pgd_at", _cheaper("mixed_fgsm", "pgd_at")),
 )
 
-CLAIMS: dict[str, tuple[Claim, ...]] = {"snap": SNAP, "chen": CHEN, "pervin": PERVIN, "robust_training": ROBUST_TRAINING}
+# --------------------------------------------------------------------------- Lockshin et al.
+
+LOCKSHIN_ROWS = ("real", "real+synthetic", "real+synthetic+adversarial")
+
+
+def _lockshin(tables: Tables, column: str) -> list[float]:
+    """``column`` of the three classifiers, in the paper's row order."""
+    rows = {r["train_set"]: r for r in _rows(tables["table1.csv"])}
+    return [rows[name][column] for name in LOCKSHIN_ROWS]
+
+
+def _adversarial_above_real(column: str) -> Callable[[Tables], bool | None]:
+    def holds(tables: Tables) -> bool | None:
+        values = _lockshin(tables, column)
+        return None if None in (values[0], values[2]) else values[2] > values[0]
+    return holds
+
+
+LOCKSHIN = (
+    Claim("AdvGAN augmentation raises accuracy under AdvGAN above the real-only classifier's (paper: 55.24 -> 97.40)",
+          _adversarial_above_real("advgan_acc")),
+    Claim("accuracy under AdvGAN grows row by row: real < +synthetic < +adversarial",
+          lambda t: _strictly(_lockshin(t, "advgan_acc"), falling=False)),
+    Claim("the augmented classifier keeps its clean accuracy: within 0.05 of the real-only one's or above",
+          lambda t: _lockshin(t, "clean_acc")[2] >= _lockshin(t, "clean_acc")[0] - 0.05),
+    Claim("AdvGAN augmentation raises accuracy under FGSM eps 0.1 (paper: 68.76 -> 90.38)", _adversarial_above_real("fgsm_acc")),
+    Claim("AdvGAN augmentation raises accuracy under AutoAttack at the FGSM eps (the strong evaluation, contract 11)",
+          _adversarial_above_real("autoattack_acc")),
+)
+
+# --------------------------------------------------------------------------- PGD study
+
+
+def _sweep(tables: Tables) -> list[dict]:
+    return sorted(_rows(tables["train/pgd_study/eps_sweep.csv"]), key=lambda r: r["eps"])
+
+
+def _never_falls(values: list[float]) -> bool:
+    return all(b >= a for a, b in zip(values, values[1:]))
+
+
+def _fractions(tables: Tables) -> dict[float, list[dict]]:
+    by: dict[float, list[dict]] = {}
+    for r in _rows(tables["train_size.csv"]):
+        by.setdefault(r["train_fraction"], []).append(r)
+    return {f: sorted(rows, key=lambda r: r["eps"]) for f, rows in by.items()}
+
+
+def _apgd_at_least_pgd(tables: Tables) -> bool | None:
+    sweep = _sweep(tables)
+    if not sweep or sweep[0].get("apgd_success_rate") is None:
+        return None
+    return all(r["apgd_success_rate"] >= r["success_rate"] for r in sweep)
+
+
+PGD_STUDY = (
+    Claim("Fig. 3a: PGD success never falls as eps grows", lambda t: _never_falls([r["success_rate"] for r in _sweep(t)])),
+    Claim("Fig. 3a: PGD success saturates: at least 0.95 at the largest eps", lambda t: _sweep(t)[-1]["success_rate"] >= 0.95),
+    Claim("APGD-CE at equal iterations fools at least as many eligible images as PGD at every eps", _apgd_at_least_pgd),
+    Claim("Fig. 3d: at every training-set fraction PGD success never falls as eps grows",
+          lambda t: all(_never_falls([r["success_rate"] for r in rows]) for rows in _fractions(t).values())),
+)
+
+CLAIMS: dict[str, tuple[Claim, ...]] = {"snap": SNAP, "chen": CHEN, "pervin": PERVIN, "robust_training": ROBUST_TRAINING,
+                                        "lockshin": LOCKSHIN, "pgd_study": PGD_STUDY}
 
 
 def verdict(claim: Claim, per_seed: dict[str, Tables], mean: Tables | None) -> str:
