@@ -35,8 +35,14 @@ LABEL_PRESETS: dict[str, dict[str, int]] = {
         "aorta": 1, "gallbladder": 2, "kidney_left": 3, "kidney_right": 4, "liver": 5, "pancreas": 6,
         "spleen": 7, "stomach": 8,
     },
+    # Medical Segmentation Decathlon (Simpson et al. 2019), the labels of each task's dataset.json
+    # (`python -m advmed.data.download msd:<task>` fetches them).
+    "msd_liver": {"liver": 1, "liver_tumour": 2},
+    "msd_pancreas": {"pancreas": 1, "pancreas_tumour": 2},
+    "msd_spleen": {"spleen": 1},
 }
-PRESET_MAX_ID = {"btcv": 13, "totalsegmentator": 117, "transunet_synapse": 8}
+PRESET_MAX_ID = {"btcv": 13, "totalsegmentator": 117, "transunet_synapse": 8, "msd_liver": 2, "msd_pancreas": 2,
+                 "msd_spleen": 1}
 UNMAPPED_POLICIES = ("error", "background")
 
 

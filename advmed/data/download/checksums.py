@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from advmed.data.download.errors import ChecksumMismatch
+from advmed.data.download.fetch import progress_unit
 from advmed.data.download.remote import RemoteFile
 from advmed.utils.progress import ProgressReporter
 
 BLOCK_BYTES = 1 << 20
-MB = 1e6
 
 
 def file_digests(path: Path, algorithms: tuple[str, ...] = ("md5", "sha256"),
@@ -24,12 +24,13 @@ def file_digests(path: Path, algorithms: tuple[str, ...] = ("md5", "sha256"),
     """Hex digests of ``path`` for each of ``algorithms``, in one read of the file (with progress)."""
     hashes = {name: hashlib.new(name) for name in algorithms}
     size = path.stat().st_size
-    with ProgressReporter(f"check {path.name}", size / MB, unit="MB", every_s=progress_every_s) as progress, \
+    unit, scale = progress_unit(size)
+    with ProgressReporter(f"check {path.name}", size / scale, unit=unit, every_s=progress_every_s) as progress, \
             path.open("rb") as file:
         for block in iter(lambda: file.read(BLOCK_BYTES), b""):
             for digest in hashes.values():
                 digest.update(block)
-            progress.update(len(block) / MB)
+            progress.update(len(block) / scale)
     return {name: digest.hexdigest() for name, digest in hashes.items()}
 
 

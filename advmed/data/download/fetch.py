@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 MAX_WAIT_S = 300.0
 TRANSIENT_HTTP = (408, 425, 429, 500, 502, 503, 504)  # worth a retry: the server may answer later
-MB = 1e6
+
+
+def progress_unit(num_bytes: float | None) -> tuple[str, float]:
+    """``("MB", 1e6)`` for files of 10 MB and more (or of unknown size), ``("kB", 1e3)`` below: progress
+    counts whole units, and 3 kB shown as 0 MB says nothing."""
+    return ("kB", 1e3) if num_bytes is not None and num_bytes < 10e6 else ("MB", 1e6)
 
 
 @dataclass(frozen=True)
@@ -159,8 +164,9 @@ def _check_server_size(remote: RemoteFile, total: int | None) -> None:
 def _stream(response: http.client.HTTPResponse, remote: RemoteFile, part: Path, start: int,
             total: int | None, settings: FetchSettings) -> None:
     received = start
-    with ProgressReporter(f"download {remote.name}", None if total is None else total / MB, unit="MB",
-                          done=start / MB, every_s=settings.progress_every_s) as progress, \
+    unit, scale = progress_unit(total)
+    with ProgressReporter(f"download {remote.name}", None if total is None else total / scale, unit=unit,
+                          done=start / scale, every_s=settings.progress_every_s) as progress, \
             part.open("r+b" if start else "wb") as file:
         file.seek(start)
         file.truncate()
@@ -175,11 +181,12 @@ def _stream(response: http.client.HTTPResponse, remote: RemoteFile, part: Path, 
                 write_block(file, block)
             except OSError as exc:
                 if is_disk_full(exc):
-                    rest = 0 if total is None else total - received
-                    raise disk_full(part.parent, rest, f"the rest of {remote.name} "
-                                    f"({human_size(rest)} of {human_size(total or 0)})") from exc
+                    rest = None if total is None else total - received
+                    what = f"the rest of {remote.name}" + (
+                        "" if total is None else f" ({human_size(rest)} of {human_size(total)})")
+                    raise disk_full(part.parent, rest, what) from exc
                 raise
             received += len(block)
-            progress.update(len(block) / MB)
+            progress.update(len(block) / scale)
     if total is not None and received < total:
         raise _Dropped(f"connection closed at byte {received:,} of {total:,}")

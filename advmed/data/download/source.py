@@ -67,6 +67,7 @@ class Source(ABC):
     def check_unpacked(self, path: Path, remote: RemoteFile) -> None:
         """Raise :class:`~advmed.data.download.errors.UnpackError` when what ``remote`` unpacked to
         (``path``, not yet in place) is not the layout the data config reads. Default: no check."""
+        return None
 
     @abstractmethod
     def verify(self, root: Path, selected: Sequence[str] | None = None) -> Check:

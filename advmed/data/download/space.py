@@ -31,10 +31,11 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def _message(folder: Path, needed: int, what: str, free: int | None) -> str:
+def _message(folder: Path, needed: int | None, what: str, free: int | None) -> str:
     free_text = "" if free is None else f", {human_size(free)} is free"
+    amount = "more space" if not needed else f"about {human_size(needed)} more"
     return (
-        f"not enough free space in {folder} for {what}: it needs about {human_size(needed)} more{free_text}. "
+        f"not enough free space in {folder} for {what}: it needs {amount}{free_text}. "
         "Free some space (or choose another root=...) and run the same command again: it resumes where it stopped"
     )
 
@@ -50,8 +51,9 @@ def is_disk_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def disk_full(folder: Path, needed: int, what: str) -> DiskFull:
-    """The :class:`DiskFull` to raise (``from`` the ``OSError``) when writing ``what`` in ``folder`` hit ENOSPC."""
+def disk_full(folder: Path, needed: int | None, what: str) -> DiskFull:
+    """The :class:`DiskFull` to raise (``from`` the ``OSError``) when writing ``what`` in ``folder`` hit ENOSPC
+    (``needed``: bytes still to write, None when unknown)."""
     try:
         free: int | None = free_bytes(folder)
     except OSError:

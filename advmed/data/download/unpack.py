@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from advmed.data.download.errors import DownloadError, UnpackError
-from advmed.data.download.fetch import CHUNK_BYTES, write_block
+from advmed.data.download.fetch import CHUNK_BYTES, progress_unit, write_block
 from advmed.data.download.remote import RemoteFile
 from advmed.data.download.space import check_free_space, disk_full, is_disk_full
 from advmed.utils.progress import ProgressReporter
@@ -89,12 +89,13 @@ def _untar(archive: Path, work: Path, every_s: float) -> None:
 def _gunzip(archive: Path, out: Path, every_s: float) -> Path:
     size = archive.stat().st_size
     check_free_space(out.parent, size, f"unpacking {archive.name}")  # at least as large as the archive
+    unit, scale = progress_unit(size)
     with archive.open("rb") as raw, gzip.GzipFile(fileobj=raw) as source, out.open("wb") as target, \
-            ProgressReporter(f"unpack {archive.name}", size / 1e6, unit="MB", every_s=every_s) as progress:
-        done = 0
+            ProgressReporter(f"unpack {archive.name}", size / scale, unit=unit, every_s=every_s) as progress:
+        done = 0  # compressed bytes read, which is what the total counts
         for block in iter(lambda: source.read(CHUNK_BYTES), b""):
             write_block(target, block)
-            progress.update((raw.tell() - done) / 1e6)
+            progress.update((raw.tell() - done) / scale)
             done = raw.tell()
     return out
 
