@@ -60,7 +60,7 @@ PAPER_ROBUST_TRAINING_PGD_ARGS ?= attack.steps=20
 PAPER_ROBUST_TRAINING_AA_ARGS ?= attack.steps=50 attack.n_queries=1000
 
 .DEFAULT_GOAL := help
-.PHONY: help install imagemagick demo test test-fast test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin paper-robust-training figures clean
+.PHONY: help install imagemagick docs docs-serve demo test test-fast test-cluster test-slurm test-full slurm-up slurm-down lint bench bench-gpu paper-pgd-study paper-snap paper-pervin paper-chen paper-lockshin paper-robust-training figures clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -95,6 +95,18 @@ demo: install ## train ResNet34 on synthetic histology, attack it with FGSM and 
 	$(PY) -m advmed.evaluate ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt attack=fgsm hydra.run.dir=$(DEMO_DIR)/evaluate_fgsm
 	$(PY) -m advmed.evaluate ckpt_path=$(DEMO_DIR)/train/checkpoints/best.ckpt attack=pgd hydra.run.dir=$(DEMO_DIR)/evaluate_pgd
 	@$(PY) -m advmed.studies.robustness_report $(DEMO_DIR)/evaluate_fgsm $(DEMO_DIR)/evaluate_pgd
+
+DOCS_STAMP := $(VENV)/.docs-stamp
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP) ## the documentation site in site/ (MkDocs Material, API reference from the docstrings; every warning an error)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP) ## preview the documentation site at http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
 
 test: install ## the CPU test suite, in parallel (what CI runs; < 10 min on 2 cores)
 	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
@@ -229,4 +241,4 @@ figures: install ## render the measured tables in the papers' READMEs from exper
 	$(PY) -m advmed.studies.papers.readme_figures render
 
 clean: ## remove outputs (keeps .venv)
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun .pytest_cache site

@@ -68,8 +68,8 @@ class AdvGANModule(GANModule):
         non_saturating: the generator's GAN term is ``-log D`` (True) or eq. 1's ``log(1 - D)``.
         base_width, depth, residual_blocks, max_perturbation, upsampling: :class:`~advmed.nets.advgan.AdvGANGenerator`.
         critic_width, critic_depth: :class:`~advmed.nets.advgan.AdvGANDiscriminator`.
-        generator_optimizer, critic_optimizer, n_critic, gradient_clip_val, accumulate_grad_batches,
-            ema_decay, ema_rampup: the GAN base's (:class:`~advmed.models.gan.GANModule`); None optimisers
+        generator_optimizer, critic_optimizer, n_critic, gradient_clip_val, accumulate_grad_batches, ema_decay, ema_rampup:
+            the GAN base's (:class:`~advmed.models.gan.GANModule`); None optimisers
             are its Adam lr 2e-4, betas (0.5, 0.999); ``conf/model/advgan.yaml`` sets Xiao et al.'s lr 1e-3.
         classifier_sha256: recorded by the module (the SHA-256 of ``classifier_ckpt`` when it was
             trained); restoring with a classifier file of another hash warns.

@@ -80,8 +80,8 @@ class DeformationAttackerModule(GANModule):
             critic weight clamped to ``[-clip_value, clip_value]`` after every critic step).
         test_sample: sample the latents in the test (the paper's attacks) instead of their means.
         success_drop: relative Dice drop that counts as a successful attack on an organ (paper: 0.3).
-        generator_optimizer, critic_optimizer, n_critic, gradient_clip_val, accumulate_grad_batches,
-            ema_decay, ema_rampup: the GAN base's (:class:`~advmed.models.gan.GANModule`).
+        generator_optimizer, critic_optimizer, n_critic, gradient_clip_val, accumulate_grad_batches, ema_decay, ema_rampup:
+            the GAN base's (:class:`~advmed.models.gan.GANModule`).
         train_attack, test_attack: accepted from the entry point and unused (the attack is the generator).
     """
 

@@ -24,7 +24,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 _INCLUDE = re.compile(r"\{%\s*include-markdown\s+(.*?)\s*%\}", re.S)
 _ARGUMENT = re.compile(r'([\w-]+)=(?:"((?:[^"\\]|\\.)*)"|(\S+))|"((?:[^"\\]|\\.)*)"')
-_FENCE = re.compile(r"^(```+|~~~+)[ \t]*([\w+-]*)[^\n]*\n(.*?)^\1[ \t]*$", re.S | re.M)
+_FENCE = re.compile(r"^([ \t]*)(```+|~~~+)[ \t]*([\w+-]*)[^\n]*\n(.*?)^\1\2[ \t]*$", re.S | re.M)
 _INLINE = re.compile(r"`((?:\.venv/bin/)?python3? -m advmed\.[^`\n]+)`")
 SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console"}
 
@@ -142,7 +142,9 @@ def _shell_commands(page: str, block: str) -> list[Command]:
         for words in simple_commands:
             if words[0] == "export":
                 words = words[1:]
-            if words and all(_ASSIGNMENT.match(w) for w in words):
+            if not words:
+                continue
+            if all(_ASSIGNMENT.match(w) for w in words):
                 for w in words:
                     name, value = w.split("=", 1)
                     variables[name] = value
@@ -153,12 +155,15 @@ def _shell_commands(page: str, block: str) -> list[Command]:
 
 def commands(page: Path) -> list[Command]:
     """Every command the page shows: shell blocks line by line, and inline ``python -m advmed.`` spans."""
-    name = page.relative_to(DOCS).as_posix()
-    text = page_markdown(page)
+    return commands_in(page.relative_to(DOCS).as_posix(), page_markdown(page))
+
+
+def commands_in(name: str, text: str) -> list[Command]:
+    """Every command of a page's Markdown, includes resolved."""
     found = []
     for m in _FENCE.finditer(text):
-        if m.group(2).lower() in SHELL_LANGUAGES:
-            found += _shell_commands(name, m.group(3))
+        if m.group(3).lower() in SHELL_LANGUAGES:
+            found += _shell_commands(name, m.group(4))
     prose = _FENCE.sub("", text)
     for m in _INLINE.finditer(prose):
         words = _split(_PLACEHOLDER.sub(PLACEHOLDER, m.group(1).replace("\\|", "|")))

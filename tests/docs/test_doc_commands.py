@@ -3,12 +3,14 @@ overrides compose into the config its entry point would run.
 
 The commands are read from the pages with the READMEs they include (tests/docs/doc_commands.py):
 
-- ``python -m advmed.<entry> ...`` where ``conf/<entry>.yaml`` exists (train, evaluate, study, augment,
-  generate): the overrides are composed with ``hydra.compose(<entry>, overrides, return_hydra_config=True)``
+- ``python -m advmed.<module> ...`` of a Hydra application (``advmed.train``, ``evaluate``, ``study``,
+  ``augment``, ``generate``, ``advmed.data.download``: the ``config_name`` of its ``@hydra.main``): the
+  overrides are composed with ``hydra.compose(<config name>, overrides, return_hydra_config=True)``
   (so ``hydra/launcher=slurm`` and ``hydra.*`` keys are checked too) and the job config is resolved, as the
   entry point would; a required value left out (``???``) fails for a command of a shell block, not for an
   inline span of prose, which may show part of a command.
 - ``python -m advmed.<module> ...`` otherwise (``advmed.collect``, ``advmed.studies...``): the module exists.
+  Words before the overrides (``advmed.data.download nct_crc_he root=...``: the source) are not checked.
 - ``make <target> ...``: the Makefile has the target. ``python <file>.py ...``: the file exists.
 
 What the reader fills in is not checked, by these rules:
@@ -27,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from functools import cache
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -41,7 +44,6 @@ from tests.docs.doc_commands import PLACEHOLDER, Command, all_commands
 register_resolvers()
 
 COMMANDS = all_commands()
-HYDRA_ENTRIES = {p.stem for p in CONFIG_DIR.glob("*.yaml")}
 _SHELL_VARIABLE = re.compile(r"\$(\{\w+\}|\w+)")
 
 
@@ -53,6 +55,19 @@ def _is_group(key: str) -> bool:
     """``attack``, ``attack@train_attack``, ``hydra/launcher``, ``experiment``: a config group."""
     group = key.lstrip("+~").split("@")[0]
     return (CONFIG_DIR / group).is_dir() or (group.startswith("hydra/") and group != "hydra/")
+
+
+@cache
+def _hydra_config(module: str) -> str | None:
+    """The config name of a Hydra entry point (``@hydra.main(config_name=...)`` in ``advmed/<entry>.py`` or a
+    package's ``__main__.py``), read from the source; None for a module that is no Hydra application."""
+    base = REPO_ROOT / Path(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__main__.py"):
+        if path.is_file():
+            match = re.search(r"@hydra\.main\([^)]*config_name=[\"']([\w/]+)[\"']", path.read_text(encoding="utf-8"))
+            if match:
+                return match.group(1)
+    return None
 
 
 @cache
@@ -90,8 +105,9 @@ def _override_sets(arguments: list[str]) -> list[list[str]]:
     return sets
 
 
-def _compose(entry: str, overrides: list[str], throw_on_missing: bool) -> None:
-    cfg = compose(entry, overrides=overrides, return_hydra_config=True)
+@cache  # the guides repeat commands; composing is most of this test's time
+def _compose(entry: str, overrides: tuple[str, ...], throw_on_missing: bool) -> None:
+    cfg = compose(entry, overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
         del cfg["hydra"]  # checked by composing it; its values are Hydra's at run time
         cfg.paths.output_dir = "/tmp/run"  # what Hydra sets at run time
@@ -107,12 +123,12 @@ def _check(command: Command) -> str | None:
     if module is not None:
         if PLACEHOLDER in module:
             return None  # `python -m advmed.<entry>`: any entry
-        entry = module.removeprefix("advmed.")
-        if entry not in HYDRA_ENTRIES:
+        entry = _hydra_config(module)
+        if entry is None:
             return None if importlib.util.find_spec(module) else f"no module {module}"
         for overrides in _override_sets(command.arguments):
             try:
-                _compose(entry, overrides, throw_on_missing=not command.inline)
+                _compose(entry, tuple(overrides), throw_on_missing=not command.inline)
             except Exception as error:  # noqa: BLE001 -- reported with the command
                 return f"{type(error).__name__}: {str(error).splitlines()[0]} (overrides {overrides})"
         return None
