@@ -64,7 +64,10 @@ LONG_MODULES = (
     "tests/entrypoints/test_pervin.py",
     "tests/entrypoints/test_snap.py",
     "tests/entrypoints/test_resume.py",
+    "tests/entrypoints/test_card.py",
     "tests/studies/test_pgd_study.py",
+    "tests/docs/test_docs.py",
+    "tests/docs/test_doc_commands.py",
 )
 # Unit tests: what `make test-fast` runs (the inner loop). The rest (end-to-end runs of the entry
 # points, the benchmarks' own checks) is marked `e2e` here, by folder.
