@@ -123,8 +123,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines += ["", f"## Attacks ({metric} by eps)", "", markdown_table(["attack", *(f"{e:.4g}" for e in eps_values)], rows)]
         described = {}
         for c in attacks:
-            settings = {k: v for k, v in c["settings"].items() if k in ("steps", "n_queries", "version", "norm",
-                                                                         "restarts", "alpha", "random_start")}
+            settings = {k: v for k, v in c["settings"].items() if v is not None and k in (
+                "steps", "n_queries", "n_target_classes", "version", "norm", "restarts", "alpha", "random_start")}
             described[c["name"]] = ", ".join(f"{k}={v}" for k, v in settings.items())
         lines += [""] + [f"- {name}: {text}" for name, text in described.items() if text]
         notes = sorted({note for c in attacks for note in c.get("notes") or []})
