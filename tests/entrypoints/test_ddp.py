@@ -76,3 +76,23 @@ def test_ddp_training_of_the_segmenter_keeps_the_ranks_in_step(tmp_path):
     evaluate_args = ["data=synthetic_ct", "data.image_size=32", "data.batch_size=4", "attack=fgsm", "attack.eps=0.1",
                      "callbacks.adversarial_examples.num_images=2"]
     _check_metrics_equal_single_process(run, evaluate_args, tmp_path, ["test/dice", "test/adv_dice", "test/loss"])
+
+
+@pytest.mark.parametrize("objective", ["trades", "fgsm_rs"])
+def test_ddp_robust_objectives_keep_the_ranks_in_step(objective, tmp_path):
+    """TRADES (its inner KL maximisation) and FGSM-RS with the overfitting guard (PGD checks whose
+    counts are summed over the ranks) under two-process DDP: the ranks end with the same weights, and
+    the guard's verdict is written once, from a check over the whole held batch."""
+    args = ["experiment=demo", "debug=tiny", "trainer.max_epochs=1", "data.test_per_class=4", f"objective={objective}",
+            "objective.eps=0.03", "attack=fgsm", "attack.eps=0.03"]
+    if objective == "fgsm_rs":
+        args += ["callbacks.overfitting_guard.num_samples=32", "callbacks.overfitting_guard.steps=3"]
+    run = _fit_with_ddp(args, tmp_path)
+    _check_ranks_agree(run)
+    _check_written_once(run)
+    metrics = read_metrics(run)
+    if objective == "trades":  # the KL term was computed (and logged once, synced over the ranks)
+        assert metrics["train/robust_loss"] >= 0
+    else:
+        assert metrics["guard/checks"] == 1 and metrics["guard/catastrophic_overfitting"] == 0
+        assert 0 <= metrics["guard/best_pgd_acc"] <= 1 and metrics["guard/eps"] == pytest.approx(0.03)
