@@ -10,14 +10,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The process's umask, read once at import (reading it means setting it, which is not thread-safe later).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` in one step."""
+    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` in one step. The file gets
+    the mode a plain ``open(path, "w")`` would give (``mkstemp`` makes it owner-only, 0600, which
+    would hide every result from the group on a shared cluster)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:

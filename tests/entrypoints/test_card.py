@@ -221,3 +221,9 @@ def test_evaluate_measures_one_corruption_as_it_measures_an_attack(classifier_ck
     in_card = next(c for c in card["conditions"] if c["id"] == "corruption/defocus_blur/5")
     assert metrics["test/adv_acc"] == pytest.approx(in_card["metrics"]["acc"])  # the card's condition, to the digit
     assert "natural shift defocus_blur at severity 5" in (tmp_path / "report.md").read_text()
+
+
+def test_eps_labels_read_as_grey_levels():
+    from advmed.studies.card.plots import eps_label
+
+    assert [eps_label(e) for e in (1 / 255, 8 / 255, 0.03, 0.1)] == ["1/255", "8/255", "0.03", "0.1"]

@@ -14,6 +14,12 @@ from advmed.studies.card.summary import primary_metric
 from advmed.utils.files import atomic_write
 
 
+def eps_label(eps: float) -> str:
+    """``0.0313725`` -> ``8/255``: the budgets of the card's default list read as grey levels; others as numbers."""
+    levels = eps * 255
+    return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-4 and levels >= 0.5 else f"{eps:.4g}"
+
+
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
@@ -46,6 +52,8 @@ def _plot_against(card: dict[str, Any], kinds: tuple[str, ...], x_key: str, xlab
         clean = (card["summary"].get("clean") or {}).get(metric)
         if clean is not None:
             ax.axhline(clean, color="black", linestyle="--", linewidth=1, label="clean")
+        if x_key == "severity":
+            ax.set_xticks([1, 2, 3, 4, 5])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.set_ylim(-0.02, 1.02)
@@ -68,7 +76,7 @@ def plot_summary(card: dict[str, Any], path: Path) -> Path:
     if "stain_mean" in s:
         bars.append(("mean under stain shift", s["stain_mean"][metric]))
     for eps, value in (s.get("robust_worst") or {}).items():
-        bars.append((f"robust, eps {float(eps):.4g}", value))
+        bars.append((f"robust, eps {eps_label(float(eps))}", value))
     fig = Figure(figsize=(6.4, 0.45 * len(bars) + 1.2))
     ax = fig.subplots()
     labels, values = [b[0] for b in bars][::-1], [b[1] for b in bars][::-1]
