@@ -227,3 +227,20 @@ def test_eps_labels_read_as_grey_levels():
     from advmed.studies.card.plots import eps_label
 
     assert [eps_label(e) for e in (1 / 255, 8 / 255, 0.03, 0.1)] == ["1/255", "8/255", "0.03", "0.1"]
+
+
+def test_a_multirun_of_cards_is_one_comparison_table(classifier_ckpt, tmp_path):
+    """`python -m advmed.evaluate -m ... suite=card` over two seeds, then `advmed.collect` on the sweep:
+    one row per card with its summary, and the mean ± sd over the seeds."""
+    from advmed.collect import collect
+    from tests.entrypoints.conftest import run_module
+
+    sweep = tmp_path / "sweep"
+    run_module("advmed.evaluate", ["-m", *TINY, f"ckpt_path={classifier_ckpt}", "suite=card",
+                                   "suite.corruptions=[defocus_blur]", "suite.severities=[5]", "suite.stain=false",
+                                   "suite.attacks=[fgsm]", "suite.eps=[0.03]", "seed=0,1",
+                                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    result = collect(sweep)
+    assert [job.overrides["seed"] for job in result.table.jobs] == ["0", "1"]
+    assert all(job.status == "completed" and "card/fgsm/eps=0.03" in job.metrics for job in result.table.jobs)
+    assert result.spread is not None and (sweep / "collect_over_seed.md").is_file()
