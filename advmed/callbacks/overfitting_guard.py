@@ -147,6 +147,7 @@ class CatastrophicOverfittingGuard(L.Callback):
         self._best: Check | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self._last_step: int | None = None
+        self._fit_ended = False
 
     # ------------------------------------------------------------------ state
 
@@ -154,8 +155,18 @@ class CatastrophicOverfittingGuard(L.Callback):
         return {"checks": [asdict(c) for c in self.checks], "detections": [asdict(d) for d in self.detections]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # After the fit, a checkpoint restored for the test (advmed.train tests the best one) holds the record
+        # as it was at that checkpoint's epoch: it must not rewind the fit's verdict (guard/checks read 4 of 8).
+        if self._fit_ended:
+            return
         self.checks = [Check(**c) for c in state_dict.get("checks", [])]
         self.detections = [Detection(**d) for d in state_dict.get("detections", [])]
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_ended = False
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_ended = True
 
     @property
     def metrics(self) -> dict[str, float]:

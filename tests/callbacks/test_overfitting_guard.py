@@ -381,3 +381,21 @@ def test_under_ddp_every_rank_reaches_the_same_verdict_restores_and_stops(tmp_pa
     assert ranks[0]["detections"] == ranks[1]["detections"] == 1 and ranks[0]["epoch"] == ranks[1]["epoch"] == 7
     assert max(ranks[0]["checks"][:6]) - ranks[0]["checks"][6] > 0.2
     assert _same(ranks[0]["state"], ranks[1]["state"])  # the same weights restored on both
+
+
+def test_the_test_time_restore_of_an_earlier_checkpoint_does_not_rewind_the_fits_record():
+    """advmed.train tests the best checkpoint after the fit, and Lightning restores the callbacks' state
+    from it: the guard's checks as of that epoch. The verdict must stay the fit's (a run of 8 epochs
+    reported 4 checks); a resumed fit (before the fit ends) still restores them."""
+    from advmed.callbacks.overfitting_guard import Check
+
+    earlier = {"checks": [{"epoch": 0, "step": 5, "pgd_acc": 0.3}], "detections": []}
+    resumed = CatastrophicOverfittingGuard(enabled=True)
+    resumed.load_state_dict(earlier)
+    assert len(resumed.checks) == 1
+    guard = CatastrophicOverfittingGuard(enabled=True)
+    guard.on_fit_start(None, None)
+    guard.checks = [Check(e, 5 * (e + 1), 0.3) for e in range(8)]
+    guard.on_fit_end(None, None)
+    guard.load_state_dict(earlier)
+    assert len(guard.checks) == 8 and guard.metrics["guard/checks"] == 8.0
