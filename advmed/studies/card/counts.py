@@ -11,10 +11,12 @@ from torch import Tensor
 class ConfusionCounts(L.Callback):
     """Confusion matrices (true x predicted) of the clean and the shifted predictions of a
     classifier's test run, summed over the batches (and over the ranks under DDP). Reset at the
-    start of every test run, so one instance serves every condition of a card."""
+    start of every test run, so one instance serves every condition of a card. With ``num_classes``
+    None (a segmenter: its metrics come from its own test step) it counts the images only."""
 
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = int(num_classes)
+    def __init__(self, num_classes: int | None) -> None:
+        self.num_classes = int(num_classes or 1)
+        self.per_class = num_classes is not None
         self.clean = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         self.shifted = torch.zeros_like(self.clean)
         self.images = 0
@@ -32,6 +34,8 @@ class ConfusionCounts(L.Callback):
         if not isinstance(outputs, dict) or "pred" not in outputs:
             return
         self.images += int(outputs["y"].shape[0])
+        if not self.per_class:
+            return
         self._add(self.clean, outputs["y"], outputs["pred"])
         if "adv_pred" in outputs:
             self._add(self.shifted, outputs["y"], outputs["adv_pred"])

@@ -137,7 +137,8 @@ def run_card(cfg: DictConfig) -> dict[str, float]:
     identity = card_identity(cfg, module)
     # Checked up front: a folder of another card is refused before anything is measured or written.
     done = {c.id: read_done(out / CONDITIONS_DIR / c.file_name, c, identity["key"]) for c in conditions}
-    counts = ConfusionCounts(int(datamodule.num_classes))  # per image (classifier) or per pixel (segmenter)
+    # per-class counts give a classifier's balanced accuracy; a segmenter's metrics are its test step's
+    counts = ConfusionCounts(int(datamodule.num_classes) if task == "classification" else None)
     trainer = build_trainer(cfg)
     trainer.callbacks.append(counts)
     results = []
