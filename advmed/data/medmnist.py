@@ -16,12 +16,7 @@ import torch
 
 from advmed.data.base import ClassificationDataModule
 from advmed.data.classification_datasets import LabelledDataset, TensorImageDataset
-
-# MedMNIST flag (the file name's first part) -> modality of advmed.corruptions; PathMNIST is H&E.
-FLAG_MODALITY = {"pathmnist": "histology", "chestmnist": "xray", "pneumoniamnist": "xray",
-                 "organamnist": "ct", "organcmnist": "ct", "organsmnist": "ct"}
-
-KEYS = tuple(f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels"))
+from advmed.data.medmnist_layout import FLAG_MODALITY, KEYS
 
 
 class MedMNISTDataModule(ClassificationDataModule):

@@ -16,9 +16,9 @@ import torch
 
 from advmed.data.base import FixedClassesDataModule, check_count, check_fraction, stratified_split
 from advmed.data.classification_datasets import ImageFolderDataset, LabelledDataset, SubsetDataset
+from advmed.data.histology.nct_crc_he_layout import CLASS_NAMES
 from advmed.data.readers import existing_folder, scan_class_folders
 
-CLASS_NAMES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
 _DOWNLOAD_HINT = (
     "Download {archive}.zip from Zenodo record 1214456 (https://zenodo.org/record/1214456), unzip it "
     "so that <root>/ADI/*.tif exists, and set {key}=/path/to/{archive}"

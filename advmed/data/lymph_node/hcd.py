@@ -12,31 +12,28 @@ with ``cache_dir``, from a decoded cache of ``train/`` and ``test/`` (:mod:`advm
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from advmed.data.base import FixedClassesDataModule, check_count
 from advmed.data.classification_datasets import LabelledDataset, SubsetDataset
+from advmed.data.lymph_node.hcd_layout import (
+    DOWNLOAD_HINT,
+    LABELS_CSV,
+    first_names,
+    read_label_csv,
+    tile_files,
+)
 from advmed.data.lymph_node.pcam import CLASS_NAMES, check_center_crop, tile_to_image
 from advmed.data.readers import existing_folder, read_image
 
-LABELS_CSV = "train_labels.csv"
-TILE_SUFFIX = ".tif"
 MISMATCH_POLICIES = ("fail", "skip")
-_SHOWN = 5  # names listed in a message about many files
-_DOWNLOAD_HINT = (
-    "Download the Kaggle competition data (kaggle competitions download -c "
-    "histopathologic-cancer-detection), unzip it so that <root>/train_labels.csv and <root>/train/*.tif "
-    "exist, and set data.root=... or ADVMED_HCD_ROOT"
-)
 
 
 class TileFileDataset(LabelledDataset):
@@ -169,7 +166,7 @@ class HCDDataModule(FixedClassesDataModule):
         if on_mismatch not in MISMATCH_POLICIES:
             raise ValueError(f"on_mismatch must be one of {list(MISMATCH_POLICIES)}, got {on_mismatch!r}")
         self.on_mismatch = on_mismatch
-        self.root = existing_folder(root, "Histopathologic Cancer Detection", _DOWNLOAD_HINT)
+        self.root = existing_folder(root, "Histopathologic Cancer Detection", DOWNLOAD_HINT)
         self.cache_dir = cache_dir
         self.predict_set: UnlabelledTileDataset | None = None
 
@@ -194,7 +191,7 @@ class HCDDataModule(FixedClassesDataModule):
     def _labelled_tiles(self) -> TileFileDataset:
         folder = self.root / "train"
         if not folder.is_dir():
-            raise FileNotFoundError(f"{self.root} has no train/ folder of labelled tiles. {_DOWNLOAD_HINT}")
+            raise FileNotFoundError(f"{self.root} has no train/ folder of labelled tiles. {DOWNLOAD_HINT}")
         labels = read_label_csv(self.root / LABELS_CSV)
         files = tile_files(folder)
         labels = self._reconcile(labels, files, folder)
@@ -220,10 +217,10 @@ class HCDDataModule(FixedClassesDataModule):
             return labels
         parts = []
         if no_file:
-            parts.append(f"{len(no_file)} id(s) of {LABELS_CSV} have no file in {folder} ({_first(no_file)})")
+            parts.append(f"{len(no_file)} id(s) of {LABELS_CSV} have no file in {folder} ({first_names(no_file)})")
         if no_row:
             names = [files[i].name for i in no_row]
-            parts.append(f"{len(no_row)} file(s) in {folder} have no row in {LABELS_CSV} ({_first(names)})")
+            parts.append(f"{len(no_row)} file(s) in {folder} have no row in {LABELS_CSV} ({first_names(names)})")
         report = "; ".join(parts)
         if self.on_mismatch == "fail":
             raise ValueError(
@@ -270,53 +267,6 @@ class HCDDataModule(FixedClassesDataModule):
         return self._loader(self._require_predict())
 
 
-def read_label_csv(path: Path) -> dict[str, int]:
-    """``{id: label}`` from a Kaggle ``train_labels.csv`` (columns ``id,label``, labels 0/1, unique ids)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"label file {path} is missing. {_DOWNLOAD_HINT}")
-    try:
-        # Read as text: ids are hex strings (an all-digit id must not become a number) and labels
-        # are checked below rather than coerced.
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a readable CSV ({exc}); download {LABELS_CSV} again") from exc
-    table.columns = [str(column).strip() for column in table.columns]
-    if not {"id", "label"} <= set(table.columns):
-        raise ValueError(
-            f"{path} has columns {list(table.columns)}; expected a header 'id,label' as in the Kaggle "
-            f"{LABELS_CSV}: download it again"
-        )
-    ids = table["id"].str.strip()
-    labels = table["label"].str.strip()
-    bad = ~labels.isin(["0", "1"])
-    if bad.any():
-        examples = [f"{i}={v!r}" for i, v in zip(ids[bad][:_SHOWN], labels[bad][:_SHOWN])]
-        raise ValueError(
-            f"{path}: labels must be 0 or 1, but {int(bad.sum())} row(s) have others ({', '.join(examples)})"
-        )
-    duplicated = ids[ids.duplicated()]
-    if len(duplicated):
-        raise ValueError(
-            f"{path}: {len(duplicated)} duplicated id(s) ({_first(sorted(set(duplicated)))}); "
-            "each tile must have one row"
-        )
-    return dict(zip(ids, labels.astype(int)))
-
-
-def tile_files(folder: Path) -> dict[str, Path]:
-    """``{id: path}`` of the ``<id>.tif`` files of ``folder`` (hidden files and other extensions ignored)."""
-    files = {
-        name[: -len(TILE_SUFFIX)]: folder / name
-        for name in os.listdir(folder)  # faster than pathlib for the 220,025 Kaggle tiles
-        if name.lower().endswith(TILE_SUFFIX) and not name.startswith(".")
-    }
-    if not files:
-        raise FileNotFoundError(
-            f"{folder} holds no {TILE_SUFFIX} tiles; re-extract the dataset. {_DOWNLOAD_HINT}"
-        )
-    return files
-
-
 def stratified_draw(labels: torch.Tensor, sizes: Sequence[int | None], seed: int) -> list[torch.Tensor]:
     """Disjoint index sets of the given sizes (``None``: all that is left), each keeping class proportions.
 
@@ -356,8 +306,3 @@ def _proportional_counts(size: int, available: torch.Tensor) -> torch.Tensor:
     for c in order[: size - int(counts.sum())]:
         counts[c] += 1
     return counts
-
-
-def _first(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_SHOWN])
-    return f"first: {shown}" + (", ..." if len(names) > _SHOWN else "")

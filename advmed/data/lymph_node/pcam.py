@@ -9,8 +9,8 @@ tumour tissue; the official splits (262,144 / 32,768 / 32,768) are used as train
 Images are read lazily with h5py (the train x file alone is 7 GB): each process opens its own
 read-only handle on first access, because an HDF5 handle must not cross a fork or a pickle
 (DataLoader workers). Labels are small and read whole at setup, so that ``targets`` is known up
-front for stratified ``train_fraction`` subsets. The checks here are hand-written because no
-library validates this layout; h5py does the reading.
+front for stratified ``train_fraction`` subsets. The file layout and its checks are in
+:mod:`.pcam_layout`.
 """
 
 from __future__ import annotations
@@ -26,20 +26,15 @@ import torch
 
 from advmed.data.base import FixedClassesDataModule
 from advmed.data.classification_datasets import LabelledDataset, center_crop, to_float_image
-from advmed.data.readers import existing_folder
-
-CLASS_NAMES = ("no_metastasis", "metastasis")  # label 1: tumour tissue in the centre 32x32 region
-TILE_SIZE = 96  # PCam and the Kaggle Histopathologic Cancer Detection tiles are 96x96 RGB
-
-# advmed split -> the word in the official file names
-SPLIT_FILES = {"train": "train", "val": "valid", "test": "test"}
-FILE_TEMPLATE = "camelyonpatch_level_2_split_{split}_{key}.h5"
-_ALL_FILES = ", ".join(FILE_TEMPLATE.format(split=s, key=k) for s in SPLIT_FILES.values() for k in "xy")
-_DOWNLOAD_HINT = (
-    "Download the PatchCamelyon files from Zenodo record 2546921 (https://zenodo.org/record/2546921, "
-    f"see github.com/basveeling/pcam), gunzip them so that the folder holds {_ALL_FILES}, and set "
-    "data.root=... or ADVMED_PCAM_ROOT"
+from advmed.data.lymph_node.pcam_layout import (
+    CLASS_NAMES,
+    DOWNLOAD_HINT,
+    TILE_SIZE,
+    check_images,
+    read_labels,
+    split_file,
 )
+from advmed.data.readers import existing_folder
 
 
 def tile_to_image(tile: np.ndarray, crop: int | None, size: int | None) -> torch.Tensor:
@@ -148,7 +143,7 @@ class PCamDataModule(FixedClassesDataModule):
             train_fraction=train_fraction, extra_train_roots=extra_train_roots, augment=augment,
         )
         self.center_crop = check_center_crop(center_crop)
-        self.root = existing_folder(root, "PatchCamelyon", _DOWNLOAD_HINT)
+        self.root = existing_folder(root, "PatchCamelyon", DOWNLOAD_HINT)
 
     def _build_split(self, split: str) -> LabelledDataset:
         x_path = split_file(self.root, split, "x")
@@ -158,68 +153,6 @@ class PCamDataModule(FixedClassesDataModule):
         if num_images != len(targets):
             raise ValueError(
                 f"{x_path.name} holds {num_images} tiles but {y_path.name} holds {len(targets)} labels; "
-                f"one of them is truncated or from another split: download both again. {_DOWNLOAD_HINT}"
+                f"one of them is truncated or from another split: download both again. {DOWNLOAD_HINT}"
             )
         return PCamH5Dataset(x_path, targets, self.image_size, self.center_crop)
-
-
-def split_file(root: Path, split: str, key: str) -> Path:
-    """Path of the ``x`` or ``y`` file of ``split`` (train / val / test), which must exist unzipped."""
-    path = root / FILE_TEMPLATE.format(split=SPLIT_FILES[split], key=key)
-    if path.is_file():
-        return path
-    archive = path.with_name(path.name + ".gz")
-    if archive.is_file():
-        # HDF5 needs random access, which a gzip stream cannot give: never read the archive.
-        raise FileNotFoundError(
-            f"{archive} is still gzipped; gunzip it first (gunzip -k {archive}) so that {path} exists"
-        )
-    raise FileNotFoundError(f"PatchCamelyon file {path} is missing. {_DOWNLOAD_HINT}")
-
-
-def read_labels(path: Path) -> torch.Tensor:
-    """All labels of a ``_y.h5`` file as int64 (N,), checked to be 0/1 integers of shape (N, 1, 1, 1)."""
-    with _open(path) as file:
-        labels = _dataset(file, "y", path)
-        if labels.dtype.kind not in "uib" or labels.ndim < 1 or any(n != 1 for n in labels.shape[1:]):
-            raise ValueError(
-                f"{path}: dataset 'y' is {labels.dtype} {labels.shape}, expected integer labels of shape "
-                f"(N, 1, 1, 1) (uint8 in the official files); download the file again. {_DOWNLOAD_HINT}"
-            )
-        values = np.asarray(labels[...]).reshape(-1).astype(np.int64)
-    bad = np.unique(values[(values != 0) & (values != 1)])
-    if bad.size:
-        raise ValueError(f"{path}: labels must be 0 or 1, found {bad[:5].tolist()}; download the file again")
-    return torch.from_numpy(values)
-
-
-def check_images(path: Path) -> int:
-    """Number of tiles of an ``_x.h5`` file, checked to be uint8 (N, 96, 96, 3); reads no pixels."""
-    with _open(path) as file:
-        images = _dataset(file, "x", path)
-        if images.dtype != np.uint8 or images.shape[1:] != (TILE_SIZE, TILE_SIZE, 3):
-            raise ValueError(
-                f"{path}: dataset 'x' is {images.dtype} {images.shape}, expected uint8 "
-                f"(N, {TILE_SIZE}, {TILE_SIZE}, 3) RGB tiles as in the official files; "
-                f"download the file again. {_DOWNLOAD_HINT}"
-            )
-        return len(images)
-
-
-def _open(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise OSError(
-            f"{path} is not a readable HDF5 file ({exc}); it may be truncated: download it again. "
-            f"{_DOWNLOAD_HINT}"
-        ) from exc
-
-
-def _dataset(file: h5py.File, key: str, path: Path) -> h5py.Dataset:
-    if not isinstance(file.get(key), h5py.Dataset):
-        raise ValueError(
-            f"{path} has no dataset '{key}' (found {sorted(file.keys())}); the official "
-            f"_{key}.h5 files store it under '{key}': is this the right file? {_DOWNLOAD_HINT}"
-        )
-    return file[key]

@@ -28,7 +28,7 @@ from advmed.data.histology.synthetic_histology import (
     stroma,
     tumour,
 )
-from advmed.data.lymph_node.pcam import CLASS_NAMES  # one definition for every lymph-node dataset
+from advmed.data.lymph_node.pcam_layout import CLASS_NAMES  # one definition for every lymph-node dataset
 from advmed.data.procedural import ProceduralDataModule
 from advmed.data.tissue_rendering import (
     IMAGING_MAPS,

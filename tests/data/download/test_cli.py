@@ -57,3 +57,23 @@ def test_python_m_downloads_from_the_positional_source_name(server, tmp_path):
     (status,) = (tmp_path / "outputs" / "download" / "runs").glob("*/status.json")
     assert json.loads(status.read_text())["status"] == "completed"
 
+
+
+def test_the_download_command_does_not_import_lightning():
+    """``advmed.data.download`` checks and fetches files: it must start in a second or two, not after
+    Lightning's import (the DataModules are imported by ``advmed.data`` only on first use)."""
+    code = ("import sys, advmed.data, advmed.data.download.job, advmed.data.download.cli\n"
+            "print(sorted(m for m in ('lightning', 'pytorch_lightning') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"imported by advmed.data.download: {proc.stdout}"
+
+
+def test_advmed_data_still_offers_every_datamodule():
+    import advmed.data
+
+    for name in advmed.data.__all__:
+        assert getattr(advmed.data, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        advmed.data.Nope  # noqa: B018 -- the access is the test

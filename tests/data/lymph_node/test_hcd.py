@@ -21,7 +21,7 @@ from advmed.data.lymph_node.hcd import (
     read_label_csv,
     stratified_draw,
 )
-from advmed.data.lymph_node.pcam import CLASS_NAMES
+from advmed.data.lymph_node.pcam_layout import CLASS_NAMES
 from tests.conftest import CONFIG_DIR
 
 LABEL_MARK = (40, 200)  # value of a patch inside the centre 32x32 region, per label

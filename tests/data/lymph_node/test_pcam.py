@@ -17,7 +17,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from advmed.data.lymph_node.pcam import CLASS_NAMES, FILE_TEMPLATE, PCamDataModule, PCamH5Dataset
+from advmed.data.lymph_node.pcam import PCamDataModule, PCamH5Dataset
+from advmed.data.lymph_node.pcam_layout import CLASS_NAMES, FILE_TEMPLATE
 from tests.conftest import CONFIG_DIR
 
 SPLIT_SIZES = {"train": 20, "valid": 12, "test": 12}

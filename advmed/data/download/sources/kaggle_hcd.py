@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from advmed.data.download.source import Check, Source
-from advmed.data.lymph_node.hcd import LABELS_CSV, read_label_csv, tile_files
+from advmed.data.lymph_node.hcd_layout import LABELS_CSV, read_label_csv, tile_files
 
 COMPETITION = "histopathologic-cancer-detection"
 TILES = {"train": 220_025, "test": 57_458}

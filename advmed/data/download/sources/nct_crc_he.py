@@ -30,7 +30,7 @@ from typing import Any
 from advmed.data.download.errors import UnpackError
 from advmed.data.download.remote import Expected, RemoteFile, apply_options, select
 from advmed.data.download.source import Check, Source
-from advmed.data.histology.nct_crc_he import CLASS_NAMES
+from advmed.data.histology.nct_crc_he_layout import CLASS_NAMES
 from advmed.data.readers import scan_class_folders
 
 RECORD = "https://zenodo.org/records/1214456"

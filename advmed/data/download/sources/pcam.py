@@ -35,7 +35,7 @@ from pathlib import Path
 from advmed.data.download.errors import UnpackError
 from advmed.data.download.remote import Expected, RemoteFile, apply_options, select
 from advmed.data.download.source import Check, Source
-from advmed.data.lymph_node.pcam import FILE_TEMPLATE, check_images, read_labels
+from advmed.data.lymph_node.pcam_layout import FILE_TEMPLATE, check_images, read_labels
 
 RECORD = "https://zenodo.org/records/2546921"
 ORIGIN_GZ = "md5 of Zenodo record 2546921 (README swap fixed, basveeling/pcam#1), size from TFDS url_checksums"
