@@ -65,6 +65,7 @@ LONG_MODULES = (
     "tests/entrypoints/test_snap.py",
     "tests/entrypoints/test_resume.py",
     "tests/entrypoints/test_card.py",
+    "tests/docs/test_doc_commands_run.py",
     "tests/studies/test_pgd_study.py",
     "tests/docs/test_docs.py",
     "tests/docs/test_doc_commands.py",

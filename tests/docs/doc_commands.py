@@ -11,6 +11,11 @@ backslash continues a line; ``#`` starts a comment) and every inline code span t
 ``python -m advmed.``. Shell variables assigned in a block (``out=...; common="..."``,
 ``evaluate="python -m ..."``, ``export X=...``) are expanded in the lines after them, so the loops of a
 README block give their real commands.
+
+A comment line ``# full scale only: <why>`` in a shell block marks the commands below it, to the next blank
+line or the end of the block, as needing more than a CPU and the procedural data (real data, GPUs, a SLURM
+cluster, an account, hours): :attr:`Command.full_scale` holds the reason. tests/docs/test_doc_commands_run.py
+runs every other command at smoke size, or names the test that does.
 """
 
 from __future__ import annotations
@@ -18,9 +23,14 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+CONFIG_DIR = REPO / "conf"
 
 _INCLUDE = re.compile(r"\{%\s*include-markdown\s+(.*?)\s*%\}", re.S)
 _ARGUMENT = re.compile(r'([\w-]+)=(?:"((?:[^"\\]|\\.)*)"|(\S+))|"((?:[^"\\]|\\.)*)"')
@@ -37,6 +47,8 @@ _ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 _SEPARATORS = {";", "&&", "||", "|", "&"}
 # `[attack.fields=d|v]`: an optional argument of a usage line, with alternatives; read as its first one.
 _OPTIONAL = re.compile(r"(?<!\S)\[([^\s\[\]=]+=[^\s\[\]|]*)(?:\|[^\s\[\]]*)?\](?!\S)")
+# The mark of commands that need full scale; the reason after the colon is what the reader is told.
+_FULL_SCALE = re.compile(r"^\s*#\s*full scale only\b:?\s*(.*?)\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class Command:
     text: str  # the command as the page shows it, continuations joined
     argv: tuple[str, ...]  # its words, placeholders replaced by PLACEHOLDER, shell variables expanded
     inline: bool = False  # an inline code span of prose (which may show part of a command), not a shell block
+    full_scale: str | None = None  # the reason of its `# full scale only: <why>` mark; None: not marked
 
     @property
     def advmed_module(self) -> str | None:
@@ -131,9 +144,16 @@ def _split(line: str) -> list[list[str]]:
 
 
 def _shell_commands(page: str, block: str) -> list[Command]:
-    found, variables = [], {}
+    found, variables, full_scale = [], {}, None
     for line in block.replace("\\\n", " ").splitlines():
         shown = re.sub(r"\s+", " ", line).strip()
+        if not shown:
+            full_scale = None  # a mark holds to the next blank line
+            continue
+        mark = _FULL_SCALE.match(line)
+        if mark:
+            full_scale = mark.group(1)
+            continue
         line = _OPTIONAL.sub(r"\1", _PLACEHOLDER.sub(PLACEHOLDER, _expand(line, variables)))
         try:
             simple_commands = _split(line)
@@ -149,7 +169,7 @@ def _shell_commands(page: str, block: str) -> list[Command]:
                     name, value = w.split("=", 1)
                     variables[name] = value
                 continue
-            found.append(Command(page, shown, tuple(words)))
+            found.append(Command(page, shown, tuple(words), full_scale=full_scale))
     return found
 
 
@@ -174,3 +194,67 @@ def commands_in(name: str, text: str) -> list[Command]:
 
 def all_commands() -> list[Command]:
     return [c for page in pages() for c in commands(page)]
+
+
+# The Hydra overrides of a command, as the compose check (test_doc_commands.py) and the smoke runs
+# (test_doc_commands_run.py) read them.
+_SHELL_VARIABLE = re.compile(r"\$(\{\w+\}|\w+)")
+
+
+def is_placeholder(value: str) -> bool:
+    return PLACEHOLDER in value or value == "..." or "/..." in value
+
+
+def is_group(key: str) -> bool:
+    """``attack``, ``attack@train_attack``, ``hydra/launcher``, ``experiment``: a config group."""
+    group = key.lstrip("+~").split("@")[0]
+    return (CONFIG_DIR / group).is_dir() or (group.startswith("hydra/") and group != "hydra/")
+
+
+@cache
+def hydra_config(module: str) -> str | None:
+    """The config name of a Hydra entry point (``@hydra.main(config_name=...)`` in ``advmed/<entry>.py`` or a
+    package's ``__main__.py``), read from the source; None for a module that is no Hydra application."""
+    base = REPO / Path(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__main__.py"):
+        if path.is_file():
+            match = re.search(r"@hydra\.main\([^)]*config_name=[\"']([\w/]+)[\"']", path.read_text(encoding="utf-8"))
+            if match:
+                return match.group(1)
+    return None
+
+
+@cache
+def _parser() -> OverridesParser:
+    return OverridesParser.create()
+
+
+def override_sets(arguments: list[str]) -> list[list[str]]:
+    """The override lists to compose for a command's words, by the rules of tests/docs/test_doc_commands.py's
+    docstring: placeholders, sweeps (one list per value of a swept config group), Hydra's options."""
+    base, variants = [], []
+    for word in arguments:
+        if word.startswith("-") or is_placeholder(word) and "=" not in word or _SHELL_VARIABLE.fullmatch(word):
+            continue  # -m, --multirun, --cfg; a lone placeholder or an unset shell variable
+        if "=" not in word:
+            if word.startswith("~"):
+                base.append(word)
+            continue
+        key, value = word.split("=", 1)
+        if is_placeholder(value):
+            if is_group(key):
+                continue
+            word = f"{key}={value.replace(PLACEHOLDER, 'placeholder')}"
+        override = _parser().parse_override(word)
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+            element = override.get_key_element()
+            base.append(f"{element}={values[0]}")
+            if is_group(key):
+                variants += [(len(base) - 1, f"{element}={v}") for v in values[1:]]
+        else:
+            base.append(word)
+    sets = [base]
+    for index, replacement in variants:
+        sets.append([replacement if i == index else o for i, o in enumerate(base)])
+    return sets

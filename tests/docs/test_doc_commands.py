@@ -29,80 +29,19 @@ from __future__ import annotations
 import importlib.util
 import re
 from functools import cache
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from advmed.utils.resolvers import register_resolvers
 from tests.conftest import CONFIG_DIR, REPO_ROOT
-from tests.docs.doc_commands import PLACEHOLDER, Command, all_commands
+from tests.docs.doc_commands import PLACEHOLDER, Command, all_commands, hydra_config, override_sets
 
 register_resolvers()
 
 COMMANDS = all_commands()
-_SHELL_VARIABLE = re.compile(r"\$(\{\w+\}|\w+)")
-
-
-def _is_placeholder(value: str) -> bool:
-    return PLACEHOLDER in value or value == "..." or "/..." in value
-
-
-def _is_group(key: str) -> bool:
-    """``attack``, ``attack@train_attack``, ``hydra/launcher``, ``experiment``: a config group."""
-    group = key.lstrip("+~").split("@")[0]
-    return (CONFIG_DIR / group).is_dir() or (group.startswith("hydra/") and group != "hydra/")
-
-
-@cache
-def _hydra_config(module: str) -> str | None:
-    """The config name of a Hydra entry point (``@hydra.main(config_name=...)`` in ``advmed/<entry>.py`` or a
-    package's ``__main__.py``), read from the source; None for a module that is no Hydra application."""
-    base = REPO_ROOT / Path(*module.split("."))
-    for path in (base.with_suffix(".py"), base / "__main__.py"):
-        if path.is_file():
-            match = re.search(r"@hydra\.main\([^)]*config_name=[\"']([\w/]+)[\"']", path.read_text(encoding="utf-8"))
-            if match:
-                return match.group(1)
-    return None
-
-
-@cache
-def _parser() -> OverridesParser:
-    return OverridesParser.create()
-
-
-def _override_sets(arguments: list[str]) -> list[list[str]]:
-    """The override lists to compose for a command's words (the rules of the module docstring)."""
-    base, variants = [], []
-    for word in arguments:
-        if word.startswith("-") or _is_placeholder(word) and "=" not in word or _SHELL_VARIABLE.fullmatch(word):
-            continue  # -m, --multirun, --cfg; a lone placeholder or an unset shell variable
-        if "=" not in word:
-            if word.startswith("~"):
-                base.append(word)
-            continue
-        key, value = word.split("=", 1)
-        if _is_placeholder(value):
-            if _is_group(key):
-                continue
-            word = f"{key}={value.replace(PLACEHOLDER, 'placeholder')}"
-        override = _parser().parse_override(word)
-        if override.is_sweep_override():
-            values = list(override.sweep_string_iterator())
-            element = override.get_key_element()
-            base.append(f"{element}={values[0]}")
-            if _is_group(key):
-                variants += [(len(base) - 1, f"{element}={v}") for v in values[1:]]
-        else:
-            base.append(word)
-    sets = [base]
-    for index, replacement in variants:
-        sets.append([replacement if i == index else o for i, o in enumerate(base)])
-    return sets
 
 
 @cache  # the guides repeat commands; composing is most of this test's time
@@ -123,10 +62,10 @@ def _check(command: Command) -> str | None:
     if module is not None:
         if PLACEHOLDER in module:
             return None  # `python -m advmed.<entry>`: any entry
-        entry = _hydra_config(module)
+        entry = hydra_config(module)
         if entry is None:
             return None if importlib.util.find_spec(module) else f"no module {module}"
-        for overrides in _override_sets(command.arguments):
+        for overrides in override_sets(command.arguments):
             try:
                 _compose(entry, tuple(overrides), throw_on_missing=not command.inline)
             except Exception as error:  # noqa: BLE001 -- reported with the command
