@@ -90,19 +90,20 @@ NEEDS_FULL_SCALE = [
 ]
 
 _ENTRY = "tests/entrypoints/"
+_SNAP_RECIPE = _ENTRY + "test_snap.py::test_make_paper_snap_pipeline_at_tiny_sizes_over_two_seeds"
 # Commands run at smoke size by another test of the suite: (pattern of the command's words, that test).
 RUN_ELSEWHERE = [
     # the papers' make targets and the steps of their recipes, at tiny sizes
-    (r"make paper-snap( SEEDS=0,1,2)?$", _ENTRY + "test_snap.py::test_make_paper_snap_pipeline_at_tiny_sizes_over_two_seeds"),
+    (r"make paper-snap( SEEDS=0,1,2)?$", _SNAP_RECIPE),
     (r"python -m advmed\.train experiment=snap/synthetic_resnet50 test=false ",
-     _ENTRY + "test_snap.py::test_make_paper_snap_pipeline_at_tiny_sizes_over_two_seeds"),
+     _SNAP_RECIPE),
     (r"python -m advmed\.evaluate -m experiment=snap/synthetic_resnet50 \S+ attack\.area_fraction=",
-     _ENTRY + "test_snap.py::test_make_paper_snap_pipeline_at_tiny_sizes_over_two_seeds"),
-    (r"python experiments/snap/aggregate\.py \S+ --headline", _ENTRY + "test_snap.py::test_make_paper_snap_pipeline_at_tiny_sizes_over_two_seeds"),
+     _SNAP_RECIPE),
+    (r"python experiments/snap/aggregate\.py \S+ --headline", _SNAP_RECIPE),
     # the blob-count sweep is that recipe's evaluation and aggregation sweeping another setting of the attack
     (r"python -m advmed\.evaluate -m experiment=snap/synthetic_resnet50 \S+ attack\.num_blobs=",
-     _ENTRY + "test_snap.py::test_make_paper_snap_pipeline_at_tiny_sizes_over_two_seeds"),
-    (r"python experiments/snap/aggregate\.py \S+ --key ", _ENTRY + "test_snap.py::test_make_paper_snap_pipeline_at_tiny_sizes_over_two_seeds"),
+     _SNAP_RECIPE),
+    (r"python experiments/snap/aggregate\.py \S+ --key ", _SNAP_RECIPE),
     (r"python -m advmed\.train experiment=snap/universal ", _ENTRY + "test_snap.py::test_universal_patch_trains_applies_and_restores"),
     (r"python -m advmed\.evaluate experiment=snap/synthetic_resnet50 \S+ attack\.patch_path=",
      _ENTRY + "test_snap.py::test_universal_patch_trains_applies_and_restores"),
