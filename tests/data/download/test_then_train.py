@@ -25,6 +25,7 @@ CASES = {
     "nct_crc_he": ("nct_crc_he", nct_archives, ["data.per_class=null"]),
     "pcam": ("pcam", pcam_files, []),
     "medmnist:pathmnist": ("medmnist", lambda: {"pathmnist.npz": medmnist_npz(28)}, []),
+    "medmnist:pneumoniamnist@64": ("medmnist", lambda: {"pneumoniamnist_64.npz": medmnist_npz(64, 1, 2)}, []),
     "msd:Task09_Spleen": ("msd", lambda: {"Task09_Spleen.tar": msd_tar()}, ["model=unet"]),
 }
 

@@ -157,7 +157,8 @@ class MedMNIST(Source):
         flag = FLAGS[self.flag]
         return (f"data=medmnist data.path={root / file_name(self.flag, self.size)} data.num_classes={flag.classes} "
                 f"data.in_channels={flag.channels} data.image_size={self.size}"
-                + (" (class names: data.class_names=[...])" if self.flag != "pathmnist" else ""))
+                # conf/data/medmnist.yaml names PathMNIST's classes; another set's are "0", "1", ... unless named
+                + (" data.class_names=null" if self.flag != "pathmnist" else ""))
 
 
 def _missing_keys(path: Path) -> list[str]:
