@@ -65,7 +65,7 @@ def test_entry_configs_need_a_checkpoint(entry):
         _compose(entry, [])
 
 
-DATA_FAMILIES = ("ct", "histology", "lymph_node")
+DATA_FAMILIES = ("ct", "histology", "lymph_node", "medmnist")
 ATTACK_FAMILIES = ("ensembles", "generative", "patch")
 
 

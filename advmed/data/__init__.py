@@ -7,9 +7,9 @@ Where to look:
   and the synthetic phantom (:mod:`.ct.synthetic_ct`).
 - ``histology/``: NCT-CRC-HE-100K (:mod:`.histology.nct_crc_he`) and synthetic histology.
 - ``lymph_node/``: PCam, Kaggle's Histopathologic Cancer Detection (HCD) and synthetic lymph nodes.
-- :mod:`.medmnist`: the MedMNIST ``.npz`` files (any modality).
+- ``medmnist/``: the MedMNIST ``.npz`` files (any modality; :mod:`.medmnist.medmnist`).
 - ``*_layout`` modules (:mod:`.histology.nct_crc_he_layout`, :mod:`.lymph_node.pcam_layout`,
-  :mod:`.lymph_node.hcd_layout`, :mod:`.medmnist_layout`): a dataset's files on disk and their checks,
+  :mod:`.lymph_node.hcd_layout`, :mod:`.medmnist.medmnist_layout`): a dataset's files on disk and their checks,
   without Lightning, shared by its DataModule and by :mod:`.download`.
 - Shared by every family: :mod:`.base` (splits, loaders, classification base),
   :mod:`.classification_datasets`, :mod:`.segmentation`
@@ -30,7 +30,7 @@ _MODULES = {
     "ClassificationDataModule": "advmed.data.base",
     "CTSliceDataModule": "advmed.data.ct.ct_slices",
     "HCDDataModule": "advmed.data.lymph_node.hcd",
-    "MedMNISTDataModule": "advmed.data.medmnist",
+    "MedMNISTDataModule": "advmed.data.medmnist.medmnist",
     "NCTCRCHEDataModule": "advmed.data.histology.nct_crc_he",
     "PCamDataModule": "advmed.data.lymph_node.pcam",
     "SyntheticCTDataModule": "advmed.data.ct.synthetic_ct",
@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from advmed.data.lymph_node.hcd import HCDDataModule
     from advmed.data.lymph_node.pcam import PCamDataModule
     from advmed.data.lymph_node.synthetic_lymph_node import SyntheticLymphNodeDataModule
-    from advmed.data.medmnist import MedMNISTDataModule
+    from advmed.data.medmnist.medmnist import MedMNISTDataModule
 
 
 def __getattr__(name: str):

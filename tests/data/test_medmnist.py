@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from advmed.data.medmnist import MedMNISTDataModule
+from advmed.data.medmnist.medmnist import MedMNISTDataModule
 
 SPLIT_SIZES = {"train": 30, "val": 6, "test": 9}
 

@@ -11,7 +11,7 @@ from advmed.data.download.job import download
 from advmed.data.download.manifest import MANIFEST_FILE, STAGING_DIR
 from advmed.data.histology.nct_crc_he import NCTCRCHEDataModule
 from advmed.data.lymph_node.pcam import PCamDataModule
-from advmed.data.medmnist import MedMNISTDataModule
+from advmed.data.medmnist.medmnist import MedMNISTDataModule
 from tests.data.download.conftest import (
     compose_download,
     medmnist_npz,

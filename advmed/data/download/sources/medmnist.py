@@ -23,7 +23,7 @@ from advmed.data.download.checksums import file_digests
 from advmed.data.download.errors import DownloadError, UnknownSource, UnpackError
 from advmed.data.download.remote import Expected, RemoteFile, apply_options, select
 from advmed.data.download.source import Check, Source
-from advmed.data.medmnist_layout import KEYS
+from advmed.data.medmnist.medmnist_layout import KEYS
 
 RECORD = "https://zenodo.org/records/10519652"
 ORIGIN = "md5 of medmnist 3.0.2's INFO table (Zenodo record 10519652)"

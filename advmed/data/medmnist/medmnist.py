@@ -16,7 +16,7 @@ import torch
 
 from advmed.data.base import ClassificationDataModule
 from advmed.data.classification_datasets import LabelledDataset, TensorImageDataset
-from advmed.data.medmnist_layout import FLAG_MODALITY, KEYS
+from advmed.data.medmnist.medmnist_layout import FLAG_MODALITY, KEYS
 
 
 class MedMNISTDataModule(ClassificationDataModule):
