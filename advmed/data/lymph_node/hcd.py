@@ -26,7 +26,7 @@ from advmed.data.classification_datasets import LabelledDataset, SubsetDataset
 from advmed.data.lymph_node.hcd_layout import (
     DOWNLOAD_HINT,
     LABELS_CSV,
-    first_names,
+    mismatches,
     read_label_csv,
     tile_files,
 )
@@ -211,16 +211,9 @@ class HCDDataModule(FixedClassesDataModule):
 
     def _reconcile(self, labels: dict[str, int], files: dict[str, Path], folder: Path) -> dict[str, int]:
         """Report CSV ids without a file and files without a CSV row; fail, or warn and drop them."""
-        no_file = sorted(set(labels) - set(files))
-        no_row = sorted(set(files) - set(labels))
-        if not no_file and not no_row:
+        parts = mismatches(labels, files, folder)
+        if not parts:
             return labels
-        parts = []
-        if no_file:
-            parts.append(f"{len(no_file)} id(s) of {LABELS_CSV} have no file in {folder} ({first_names(no_file)})")
-        if no_row:
-            names = [files[i].name for i in no_row]
-            parts.append(f"{len(no_row)} file(s) in {folder} have no row in {LABELS_CSV} ({first_names(names)})")
         report = "; ".join(parts)
         if self.on_mismatch == "fail":
             raise ValueError(

@@ -68,6 +68,20 @@ def tile_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+def mismatches(labels: dict[str, int], files: dict[str, Path], folder: Path) -> list[str]:
+    """What does not pair between ``train_labels.csv`` and the tiles of ``folder`` (:func:`tile_files`): ids
+    without a file, files without a row; empty when every id has its file and every file its row."""
+    no_file = sorted(set(labels) - set(files))
+    no_row = sorted(set(files) - set(labels))
+    problems = []
+    if no_file:
+        problems.append(f"{len(no_file)} id(s) of {LABELS_CSV} have no file in {folder} ({first_names(no_file)})")
+    if no_row:
+        names = [files[i].name for i in no_row]
+        problems.append(f"{len(no_row)} file(s) in {folder} have no row in {LABELS_CSV} ({first_names(names)})")
+    return problems
+
+
 def first_names(names: Sequence[str]) -> str:
     """``"first: a, b, c, d, e, ..."``: the start of a long list of names, for a message."""
     shown = ", ".join(names[:_SHOWN])

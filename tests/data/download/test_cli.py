@@ -73,6 +73,7 @@ def test_the_download_command_does_not_import_lightning():
 def test_advmed_data_still_offers_every_datamodule():
     import advmed.data
 
+    assert set(advmed.data.__all__) == set(advmed.data._MODULES)  # the public names are the lazily loaded ones
     for name in advmed.data.__all__:
         assert getattr(advmed.data, name).__name__ == name
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):

@@ -57,7 +57,7 @@ def test_kaggle_hcd_missing_tile_is_named(tmp_path):
     with pytest.raises(VerificationFailed) as failure:
         verify("kaggle_hcd", root, HCD_COUNTS)
     message = str(failure.value)
-    assert f"1 id(s) of train_labels.csv have no file in train/ (first: {missing.name})" in message
+    assert f"1 id(s) of train_labels.csv have no file in {root / 'train'} (first: {missing.stem})" in message
     assert f"{root / 'train'}: 3 tiles, expected 4" in message
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from advmed.data.download.source import Check, Source
-from advmed.data.lymph_node.hcd_layout import LABELS_CSV, read_label_csv, tile_files
+from advmed.data.lymph_node.hcd_layout import LABELS_CSV, mismatches, read_label_csv, tile_files
 
 COMPETITION = "histopathologic-cancer-detection"
 TILES = {"train": 220_025, "test": 57_458}
@@ -52,16 +52,10 @@ class KaggleHCD(Source):
         if not files:
             check.problems.append(f"{root / 'train'} holds no .tif tiles")
             return check
-        no_file = sorted(set(labels) - set(files))
-        no_row = sorted(set(files) - set(labels))
-        if no_file:
-            check.problems.append(f"{len(no_file)} id(s) of {LABELS_CSV} have no file in train/ (first: "
-                                  f"{', '.join(i + '.tif' for i in no_file[:5])})")
-        if no_row:
-            check.problems.append(f"{len(no_row)} file(s) in train/ have no row in {LABELS_CSV} (first: "
-                                  f"{', '.join(no_row[:5])})")
+        problems = mismatches(labels, files, root / "train")
+        check.problems += problems
         _check_tiles(check, root / "train", files, int(counts["train"]))
-        if not no_file and not no_row and len(labels) == int(counts["train"]):
+        if not problems and len(labels) == int(counts["train"]):
             check.checked.append(f"{LABELS_CSV}: {len(labels):,} labelled ids, one per train/ tile")
         if (root / "test").is_dir():
             _check_tiles(check, root / "test", tile_files(root / "test"), int(counts["test"]))
